@@ -1,0 +1,90 @@
+"""The config tree: one dataclass per named section, composed into `Config`.
+
+The same field is spelled three ways and means one thing:
+YAML `lora: {r: 16}`, flag `--lora.r 16`, Python `unitune.sft(lora={"r": 16})`.
+Field docstrings (the comment after each field) are what `--help` prints.
+"""
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2-135m-instruct"  # HF folder, hub id, .gguf file, or built-in name
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: fp32 on CPU, bf16 on GPUs that have it
+    attn_implementation: Optional[str] = None  # e.g. sdpa, eager, flash_attention_2; None = transformers' default
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataConfig:
+    train: list[str] = field(default_factory=list)  # files, folders, datasets or built-in names; 'file.jsonl#N' samples N rows
+    val: list[str] = field(default_factory=list)  # validation files (overrides val_ratio)
+    val_ratio: float = 0.0  # hold out this fraction of train rows for validation when no val files are given
+    weights: list[float] = field(default_factory=list)  # mixing proportions, one per train source (default: concatenate)
+    columns: dict[str, str] = field(default_factory=dict)  # rename columns before conversion, e.g. {"q": "prompt"}
+    max_length: int = 1024  # tokens per example (and per packed row)
+    truncation: Literal["right", "left", "drop"] = "right"  # what to do with over-length examples
+    packing: Optional[bool] = None  # pack examples into rows of max_length; None = on for pt, off for sft
+    group_by_length: bool = True  # when not packing, batch examples of similar length together
+    on_bad_row: Literal["error", "skip"] = "error"  # skip: drop rows that cannot be converted and report them
+    seed: int = 42  # sampling ('#N', mixing, val split)
+
+
+@dataclass
+class TemplateConfig:
+    name: str = "auto"  # auto: the tokenizer's own chat template, else 'default'; or a registered name
+    loss: Literal["assistant", "last", "all"] = "assistant"  # which tokens are trained (per-message 'loss' overrides)
+    system: Optional[str] = None  # system prompt added to conversations that have none
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = True  # false: full fine-tuning
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    use_dora: bool = False
+    use_rslora: bool = False
+    merge: bool = False  # write final/ as merged full weights instead of an adapter folder
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/latest"
+    epochs: float = 1.0
+    max_steps: int = 0  # > 0 overrides epochs
+    batch_size: int = 4  # per device, per micro-batch
+    grad_accum: int = 1
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = 0.0
+    warmup_steps: int = 0  # > 0 overrides warmup_ratio
+    max_grad_norm: float = 1.0  # 0 disables clipping
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast; bf16 pays on CPUs with AMX / AVX-512 BF16
+    gradient_checkpointing: bool = False
+    freeze_layers: int = 0  # full fine-tuning: freeze the embeddings and the first N decoder layers
+    seed: int = 42
+    log_every: int = 1
+    eval_every: int = 0  # 0: evaluate only at the end (when there is a validation split)
+    save_every: int = 0  # 0: no intermediate checkpoints
+    save_total_limit: int = 2  # checkpoints kept (oldest removed first)
+    resume: Optional[str] = None  # 'latest' or a checkpoint folder
+    on_nan: Literal["stop", "skip"] = "stop"
+    nproc: int = 1  # > 1 launches torchrun with this many processes on this machine
+    progress: bool = True
+    plot: bool = True  # write loss.png at the end
+    tensorboard: bool = True
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    template: TemplateConfig = field(default_factory=TemplateConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

@@ -1,0 +1,100 @@
+"""Resolve a model name to weights and a tokenizer.
+
+A name is, in order: an existing folder (Hugging Face layout), a `.gguf` file,
+a built-in name (see registry.py), or a hub id. Hub ids work online; offline a
+model missing from the local cache is a one-line error, not a stack of
+connection retries.
+"""
+
+import os
+from pathlib import Path
+
+from unitune.errors import UnituneError, suggest
+from unitune.models.registry import BUILTINS, ensure_builtin
+
+DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def resolve(name: str) -> tuple[str, dict]:
+    """(path or hub id, extra from_pretrained kwargs) for a model name."""
+    if os.path.isdir(name):
+        if not (Path(name) / "config.json").exists() and not (Path(name) / "adapter_config.json").exists():
+            raise UnituneError(f"model folder {name} has no config.json (is it a Hugging Face model folder?)")
+        return name, {}
+    if name.endswith(".gguf"):
+        if not os.path.isfile(name):
+            raise UnituneError(f"model file {name} does not exist")
+        path = Path(name).resolve()
+        return str(path.parent), {"gguf_file": path.name}
+    if name in BUILTINS:
+        return str(ensure_builtin(name)), {}
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        return name, {}  # hub id
+    raise UnituneError(
+        f"model '{name}' is not a folder, a .gguf file, a built-in name or a hub id"
+        f"{suggest(name, BUILTINS)}; built-in: {', '.join(BUILTINS)}"
+    )
+
+
+def _hub_error(name: str, err: Exception) -> UnituneError:
+    return UnituneError(
+        f"model '{name}' is not in the local Hugging Face cache and the hub could not be reached "
+        f"({type(err).__name__}); download it first or pass a local folder"
+    )
+
+
+def load_tokenizer(name: str):
+    """The tokenizer of a model, with a pad token (eos when it has none)."""
+    from transformers import AutoTokenizer
+
+    path, extra = resolve(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, **extra)
+    except OSError as err:
+        if os.path.exists(path):
+            raise UnituneError(f"cannot load a tokenizer from {path}: {err}") from None
+        raise _hub_error(name, err) from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def pick_dtype(dtype: str, device_type: str):
+    import torch
+
+    if dtype == "auto":
+        if device_type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, DTYPES[dtype])
+
+
+def load_model(name: str, *, dtype: str = "auto", device_type: str = "cpu", attn_implementation=None,
+               trust_remote_code: bool = False):
+    """A causal LM ready for training (plain, saveable weights even when read from GGUF)."""
+    from transformers import AutoModelForCausalLM
+
+    path, extra = resolve(name)
+    kwargs = dict(dtype=pick_dtype(dtype, device_type), trust_remote_code=trust_remote_code, **extra)
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as err:
+        if os.path.exists(path):
+            raise UnituneError(f"cannot load a model from {path}: {err}") from None
+        raise _hub_error(name, err) from None
+    if "gguf_file" in extra:
+        model = _plain_copy(model)
+    return model
+
+
+def _plain_copy(gguf_model):
+    """GGUF-loaded models refuse save_pretrained: copy weights into a plain model."""
+    from transformers import AutoModelForCausalLM
+
+    config = gguf_model.config
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=gguf_model.dtype)
+    model.load_state_dict(gguf_model.state_dict())
+    return model
