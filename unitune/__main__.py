@@ -1,0 +1,5 @@
+import sys
+
+from unitune.cli import main
+
+sys.exit(main())

@@ -1,0 +1,113 @@
+"""`unitune VERB [--config run.yaml] [--section.field value ...]`: one thin function per verb.
+
+A flag and a YAML key are the same field (`--lora.r 16` == `lora: {r: 16}`).
+User errors print one line and exit 2; `--help` after a verb lists its fields.
+"""
+
+import sys
+
+from unitune.errors import UnituneError, suggest
+
+USAGE = """usage: unitune VERB [--config FILE.yaml] [--section.field VALUE ...]
+
+training:   pt | sft          continued pretraining, supervised fine-tuning
+config:     config show VERB [flags]   print the effective config as YAML
+templates:  template show [--model NAME] [--template.name NAME] [--template.loss MODE]
+            template list
+`unitune VERB --help` lists every field."""
+
+
+def cmd_train(verb: str, argv: list[str]) -> int:
+    from unitune.api import make_config, run
+    from unitune.config import parse_flags
+
+    config_file, flags = parse_flags(argv)
+    cfg = make_config(verb, config_file, flags)
+    result = run(verb, cfg)
+    loss = result.metrics.get("loss")
+    print(f"unitune: final loss {loss:.4f}" if loss is not None else "unitune: finished")
+    return 0
+
+
+def cmd_config(argv: list[str]) -> int:
+    from unitune.api import make_config
+    from unitune.config import parse_flags, to_yaml
+
+    if len(argv) < 2 or argv[0] != "show":
+        raise UnituneError("usage: unitune config show VERB [--config FILE] [flags]")
+    config_file, flags = parse_flags(argv[2:])
+    print(to_yaml(make_config(argv[1], config_file, flags)), end="")
+    return 0
+
+
+EXAMPLE = [
+    {"role": "system", "content": "You are a terse assistant."},
+    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "assistant", "content": "Paris."},
+    {"role": "user", "content": "And of Italy?"},
+    {"role": "assistant", "content": "Rome."},
+]
+
+
+def cmd_template(argv: list[str]) -> int:
+    from unitune.config import build, parse_flags
+    from unitune.templates import TEMPLATES, render_messages, resolve_chat_template, show
+
+    if argv[:1] == ["list"]:
+        for name, template in TEMPLATES.items():
+            print(f"{name:12s} {template.description}")
+        return 0
+    if argv[:1] != ["show"]:
+        raise UnituneError("usage: unitune template show|list [--model NAME] [--template.name NAME]")
+    from unitune.models.load import load_tokenizer
+
+    _, flags = parse_flags(argv[1:])
+    cfg = build([("", flags)])
+    tokenizer = load_tokenizer(cfg.model.name)
+    chat_template = resolve_chat_template(tokenizer, cfg.template.name)
+    ids, mask = render_messages(tokenizer, EXAMPLE, chat_template=chat_template, loss=cfg.template.loss)
+    print(f"template: {cfg.template.name} (model {cfg.model.name}), loss on: {cfg.template.loss}")
+    print(show(tokenizer, ids, mask, color=sys.stdout.isatty()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    verb, rest = argv[0], argv[1:]
+    commands = {"pt": lambda a: cmd_train("pt", a), "sft": lambda a: cmd_train("sft", a),
+                "config": cmd_config, "template": cmd_template}
+    try:
+        if verb not in commands:
+            raise UnituneError(f"unknown command '{verb}'{suggest(verb, commands)}\n{USAGE}")
+        if verb in ("pt", "sft") and ("--help" in rest or "-h" in rest):
+            print(field_help(verb))
+            return 0
+        return commands[verb](rest)
+    except UnituneError as err:
+        print(f"unitune: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("unitune: interrupted", file=sys.stderr)
+        return 130
+
+
+def field_help(verb: str) -> str:
+    """Every flag with its type and default, read from the dataclass tree."""
+    import dataclasses
+
+    from unitune.api import make_config
+
+    cfg = make_config(verb)
+    lines = [f"usage: unitune {verb} [--config FILE.yaml] [flags]", ""]
+    for section in dataclasses.fields(cfg):
+        for f in dataclasses.fields(getattr(cfg, section.name)):
+            value = getattr(getattr(cfg, section.name), f.name)
+            lines.append(f"  --{section.name}.{f.name:24s} {value!r}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Language-modelling loss for continued pretraining (pt) and SFT.
+
+    L = sum over target tokens t of  -log p(y_t | y_<t)   /   N
+
+N is the number of target tokens in the whole optimizer step (all
+micro-batches, all ranks; the loop does the division). pt and sft differ only
+in which tokens are targets: every token for pt, the template's loss mask for
+sft. Also reported: `mean_token_accuracy` (top-1 prediction == target).
+"""
+
+import torch
+import torch.nn.functional as F
+
+from unitune.data.collate import IGNORE, collate
+
+
+class LMObjective:
+    def __init__(self, name: str, pad_id: int):
+        self.name = name
+        self.pad_id = pad_id
+
+    def collate(self, rows):
+        return collate(rows, self.pad_id)
+
+    def count(self, batch) -> int:
+        return int((batch["targets"] != IGNORE).sum())
+
+    def loss(self, model, batch):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       position_ids=batch["position_ids"]).logits
+        targets = batch["targets"]
+        keep = targets != IGNORE
+        logits, targets = logits[keep], targets[keep]  # [n, vocab], [n]
+        if logits.dtype in (torch.bfloat16, torch.float16):
+            logits = logits.float()
+        nll = F.cross_entropy(logits, targets, reduction="sum")
+        with torch.no_grad():
+            correct = (logits.argmax(-1) == targets).sum().float()
+        return nll, {"mean_token_accuracy": correct}
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-token NLL with 0 at ignored positions (for per-example losses in tests and eval)."""
+    flat = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten().clamp(min=0), reduction="none")
+    return flat.view(targets.shape) * (targets != IGNORE)

@@ -1,0 +1,235 @@
+"""The training loop: the only one in unitune.
+
+It owns devices and distribution (through accelerate), mixed precision,
+gradient accumulation, clipping, the optimizer and schedule, evaluation,
+checkpointing, logging and progress. Objectives own only their math (see
+objectives/base.py).
+
+Data order is a pure function of (seed, epoch): every epoch is a seeded
+permutation of the rows cut into micro-batches, and optimizer step s takes
+micro-batches [s*GA*W, (s+1)*GA*W) with rank r taking its GA of them. So a
+resumed run needs only the step number to continue exactly, and W ranks with
+GA micro-batches each see the same data as one process with GA*W.
+
+The loss of each micro-batch is its sum divided by the unit count of the whole
+step (all micro-batches, all ranks), times W because DDP averages gradients.
+"""
+
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from unitune.errors import UnituneError
+from unitune.train import checkpoint
+from unitune.train.metrics import MetricsLog
+from unitune.train.optim import build_optimizer, build_scheduler
+
+
+def epoch_batches(lengths: list[int], epoch: int, batch_size: int, seed: int, group_by_length: bool) -> list[list[int]]:
+    """Micro-batches of row indices for one epoch; with grouping, similar lengths share a batch."""
+    order = list(range(len(lengths)))
+    rng = random.Random(seed * 1_000_003 + epoch)
+    rng.shuffle(order)
+    if group_by_length:
+        mega = batch_size * 32
+        order = [i for k in range(0, len(order), mega)
+                 for i in sorted(order[k:k + mega], key=lambda i: -lengths[i])]
+    batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    if group_by_length:
+        rng.shuffle(batches)
+    return batches
+
+
+@dataclass
+class Schedule:
+    """How many steps, and which micro-batches each step and rank gets."""
+    lengths: list[int]
+    batch_size: int
+    grad_accum: int
+    world: int
+    seed: int
+    group_by_length: bool
+
+    @property
+    def per_step(self) -> int:
+        return self.grad_accum * self.world
+
+    @property
+    def steps_per_epoch(self) -> int:
+        n = math.ceil(len(self.lengths) / self.batch_size)
+        return max(1, math.ceil(n / self.per_step))
+
+    def micro_batches(self, step: int, rank: int) -> list[list[int]]:
+        epoch, k = divmod(step, self.steps_per_epoch)
+        batches = epoch_batches(self.lengths, epoch, self.batch_size, self.seed, self.group_by_length)
+        # the last step of an epoch wraps around to fill its micro-batches (as DistributedSampler pads)
+        picked = [batches[(k * self.per_step + j) % len(batches)] for j in range(self.per_step)]
+        return picked[rank * self.grad_accum:(rank + 1) * self.grad_accum]
+
+
+def total_steps(cfg, schedule: Schedule) -> int:
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    return max(1, math.ceil(cfg.epochs * schedule.steps_per_epoch))
+
+
+class Trainer:
+    """Runs `objective` on `model` over `rows` (features, or packed lists of features)."""
+
+    def __init__(self, *, model, objective, rows, val_rows, cfg, accelerator, output_dir: Path,
+                 fingerprint: str = "", row_lengths=None, group_by_length: bool = False):
+        self.acc, self.cfg, self.objective = accelerator, cfg, objective
+        self.rows, self.val_rows, self.output_dir = rows, val_rows, output_dir
+        self.fingerprint = fingerprint
+        lengths = row_lengths or [1] * len(rows)
+        self.schedule = Schedule(lengths, cfg.batch_size, cfg.grad_accum, accelerator.num_processes,
+                                 cfg.seed, group_by_length)
+        self.total = total_steps(cfg, self.schedule)
+        self.optimizer = build_optimizer(model, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.total)
+        self.model = accelerator.prepare(model)
+        self.step = 0
+        self.log = MetricsLog(output_dir, cfg.tensorboard) if accelerator.is_main_process else None
+
+    @property
+    def unwrapped(self):
+        return self.acc.unwrap_model(self.model)
+
+    # ---- one optimizer step -------------------------------------------------------------------
+    def train_step(self) -> dict | None:
+        acc, model = self.acc, self.model
+        model.train()
+        batches = [self.objective.collate([self.rows[i] for i in mb])
+                   for mb in self.schedule.micro_batches(self.step, acc.process_index)]
+        units = self._global_sum(sum(self.objective.count(b) for b in batches))
+        if units == 0:
+            return None
+        loss_sum, metric_sums, tokens = 0.0, {}, 0
+        for k, batch in enumerate(batches):
+            batch = {key: v.to(acc.device) for key, v in batch.items()}
+            tokens += int(batch.get("num_tokens", 0))
+            sync = nullcontext() if k == len(batches) - 1 else acc.no_sync(model)
+            with sync, acc.autocast():
+                loss, metrics = self.objective.loss(model, batch)
+                acc.backward(loss * acc.num_processes / units)
+            loss_sum += float(loss.detach())
+            for name, value in metrics.items():
+                metric_sums[name] = metric_sums.get(name, 0.0) + float(value)
+        totals = self._global_sums({"loss": loss_sum, **metric_sums, "_tokens": tokens})
+        loss_value = totals.pop("loss") / units
+        if not math.isfinite(loss_value):
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.cfg.on_nan == "stop":
+                raise UnituneError(f"loss is {loss_value} at step {self.step + 1}; lower train.lr, check the data, "
+                                   "or pass --train.on_nan skip to skip such steps")
+            self.step += 1
+            return {"skipped_nan": 1}
+        grad_norm = self._clip()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        row = {"loss": loss_value, "grad_norm": grad_norm, "tokens": int(totals.pop("_tokens"))}
+        row.update({name: value / units for name, value in totals.items()})
+        return row
+
+    def _clip(self) -> float:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.cfg.max_grad_norm > 0:
+            return float(self.acc.clip_grad_norm_(params, self.cfg.max_grad_norm))
+        return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))) if params else 0.0
+
+    def _global_sum(self, value: float) -> float:
+        return self._global_sums({"v": value})["v"]
+
+    def _global_sums(self, values: dict) -> dict:
+        if self.acc.num_processes == 1:
+            return values
+        t = torch.tensor(list(values.values()), dtype=torch.float64, device=self.acc.device)
+        t = self.acc.reduce(t, reduction="sum")
+        return dict(zip(values, t.tolist()))
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        self.model.eval()
+        rank, world, size = self.acc.process_index, self.acc.num_processes, self.cfg.batch_size
+        mine = self.val_rows[rank::world]
+        loss_sum, units, metric_sums = 0.0, 0, {}
+        for k in range(0, len(mine), size):
+            batch = {key: v.to(self.acc.device) for key, v in self.objective.collate(mine[k:k + size]).items()}
+            with self.acc.autocast():
+                loss, metrics = self.objective.loss(self.model, batch)
+            loss_sum += float(loss)
+            units += self.objective.count(batch)
+            for name, value in metrics.items():
+                metric_sums[name] = metric_sums.get(name, 0.0) + float(value)
+        totals = self._global_sums({"loss": loss_sum, "_units": units, **metric_sums})
+        n = max(1.0, totals.pop("_units"))
+        return {f"eval_{name}": value / n for name, value in totals.items()}
+
+    # ---- the run ------------------------------------------------------------------------------
+    def resume(self, spec: str) -> None:
+        path = checkpoint.find(spec, self.output_dir / "checkpoints")
+        state = checkpoint.load(path, self.unwrapped, self.optimizer, self.scheduler)
+        if state.get("fingerprint") != self.fingerprint:
+            raise UnituneError(f"cannot resume from {path}: it was trained on different data "
+                               f"(fingerprint {state.get('fingerprint')} != {self.fingerprint})")
+        self.step = state["step"]
+        if self.log:
+            self.log.resume_from(self.step)
+        self.acc.print(f"unitune: resumed from {path} at step {self.step}")
+
+    def save_checkpoint(self) -> None:
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            checkpoint.save(self.output_dir / "checkpoints", self.step, self.unwrapped, self.optimizer,
+                            self.scheduler, {"fingerprint": self.fingerprint}, self.cfg.save_total_limit)
+        self.acc.wait_for_everyone()
+
+    def fit(self) -> dict:
+        cfg, acc = self.cfg, self.acc
+        bar = None
+        if cfg.progress and acc.is_main_process:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.total, initial=self.step, desc=self.objective.name, unit="step", dynamic_ncols=True)
+        t_last, seen = time.perf_counter(), 0
+        spe = self.schedule.steps_per_epoch
+        while self.step < self.total:
+            row = self.train_step()
+            if row is None:
+                self.step += 1
+                continue
+            seen += row.get("tokens", 0)
+            if bar:
+                bar.update(1)
+            evaluate = self.val_rows and (
+                (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == self.total)
+            if evaluate:
+                row.update(self.evaluate())
+            if self.step % cfg.log_every == 0 or self.step == self.total or evaluate:
+                now = time.perf_counter()
+                row.update({"step": self.step, "epoch": round(self.step / spe, 4),
+                            "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": seen / max(now - t_last, 1e-9)})
+                t_last, seen = now, 0
+                if self.log:
+                    self.log.log(_ordered(row))
+                if bar and "loss" in row:
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
+            if cfg.save_every and self.step % cfg.save_every == 0 and self.step < self.total:
+                self.save_checkpoint()
+        if bar:
+            bar.close()
+        final = {k: v for k, v in (self.log.rows[-1] if self.log and self.log.rows else {}).items()}
+        return final
+
+
+def _ordered(row: dict) -> dict:
+    head = ["step", "epoch", "loss", "lr", "grad_norm", "tokens", "tokens_per_s"]
+    return {**{k: row[k] for k in head if k in row}, **{k: v for k, v in row.items() if k not in head}}

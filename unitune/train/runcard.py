@@ -1,0 +1,48 @@
+"""What a run leaves behind besides metrics: final/ and a short run card."""
+
+from pathlib import Path
+
+from unitune.config import to_yaml
+
+
+def save_final(model, tokenizer, path: Path, merge: bool) -> None:
+    """final/: merged weights (or the plain model), or a peft adapter folder naming its base;
+    always with the tokenizer and the chat template that was trained on."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel) and merge:
+        model = model.merge_and_unload()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+def write_run_card(out: Path, verb: str, cfg, notes: list[str], metrics: dict, fingerprints: dict,
+                   seconds: float) -> None:
+    shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    lines = [
+        f"# unitune {verb} run",
+        "",
+        f"Model `{cfg.model.name}`, {'LoRA r=%d' % cfg.lora.r if cfg.lora.enabled else 'full fine-tuning'}, "
+        f"{seconds:.0f} s. `final/` loads with `transformers.AutoModelForCausalLM.from_pretrained`.",
+        "",
+        "## Data",
+        "",
+        *[f"- {line}" for line in notes],
+        *[f"- {split} fingerprint (content hash): `{h}`" for split, h in fingerprints.items()],
+        "",
+        "## Final metrics",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *[f"| {k} | {v:.6g} |" for k, v in shown.items()],
+        "",
+        "![loss](loss.png)" if (out / "loss.png").exists() else "",
+        "",
+        "## Config",
+        "",
+        "```yaml",
+        to_yaml(cfg).rstrip(),
+        "```",
+        "",
+    ]
+    (out / "README.md").write_text("\n".join(lines))

@@ -1,0 +1,92 @@
+"""One training run from a config: data -> features -> model -> loop -> outputs.
+
+Outputs in `train.output_dir`: config.yaml (feed it back with --config to
+repeat the run), metrics.jsonl, tb/, checkpoints/step-N/, final/ (loads with
+transformers, carrying tokenizer and chat template), loss.png and a run card
+README.md.
+"""
+
+import time
+from pathlib import Path
+
+from unitune.config import Config, to_yaml
+from unitune.data import load_splits
+from unitune.data.pack import pack
+from unitune.data.render import render_all
+from unitune.errors import UnituneError
+from unitune.models.load import load_model, load_tokenizer
+from unitune.models.lora import count_parameters, prepare_for_training
+from unitune.objectives.lm import LMObjective
+from unitune.templates import resolve_chat_template
+from unitune.train.loop import Trainer
+from unitune.train.metrics import plot_loss
+from unitune.train.runcard import write_run_card, save_final
+
+
+def train_session(verb: str, cfg: Config) -> dict:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    started = time.perf_counter()
+    acc = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=_no_gpu())
+    set_seed(cfg.train.seed)
+    out = Path(cfg.train.output_dir)
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(f"# unitune {verb}: repeat with `unitune {verb} --config config.yaml`\n"
+                                         + to_yaml(cfg))
+    tokenizer = load_tokenizer(cfg.model.name)
+    chat_template = resolve_chat_template(tokenizer, cfg.template.name)
+    tokenizer.chat_template = chat_template
+
+    from unitune.api import fingerprint
+
+    train_ex, val_ex, notes = load_splits(cfg.data, verb)
+    render = dict(chat_template=chat_template, loss=cfg.template.loss, max_length=cfg.data.max_length,
+                  truncation=cfg.data.truncation, system=cfg.template.system)
+    train_feats, train_report = render_all(train_ex, verb, tokenizer, **render)
+    val_feats, val_report = render_all(val_ex, verb, tokenizer, **render)
+    notes = notes + train_report.lines("train") + (val_report.lines("val") if val_ex else [])
+    if not train_feats:
+        raise UnituneError("no training example is left after rendering and truncation (see the counts above)")
+    packing = cfg.data.packing
+    rows = pack(train_feats, cfg.data.max_length) if packing else [[f] for f in train_feats]
+    val_rows = pack(val_feats, cfg.data.max_length) if packing else [[f] for f in val_feats]
+    if packing:
+        notes.append(f"train: packed {len(train_feats)} examples into {len(rows)} rows of <= {cfg.data.max_length} tokens")
+    for line in notes:
+        acc.print(f"unitune: {line}")
+
+    model = load_model(cfg.model.name, dtype=cfg.model.dtype, device_type=acc.device.type,
+                       attn_implementation=cfg.model.attn_implementation,
+                       trust_remote_code=cfg.model.trust_remote_code)
+    model = prepare_for_training(model, cfg.lora, cfg.train)
+    trainable, total = count_parameters(model)
+    acc.print(f"unitune: {cfg.model.name}: {trainable:,} of {total:,} parameters trainable "
+              f"({'LoRA r=%d' % cfg.lora.r if cfg.lora.enabled else 'full fine-tuning'}), "
+              f"{acc.num_processes} process(es) on {acc.device.type}")
+
+    trainer = Trainer(model=model, objective=LMObjective(verb, tokenizer.pad_token_id), rows=rows,
+                      val_rows=val_rows, cfg=cfg.train, accelerator=acc, output_dir=out,
+                      fingerprint=fingerprint(train_ex), row_lengths=[sum(len(f["input_ids"]) for f in r) for r in rows],
+                      group_by_length=cfg.data.group_by_length and not packing)
+    if cfg.train.resume:
+        trainer.resume(cfg.train.resume)
+    metrics = trainer.fit()
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        save_final(trainer.unwrapped, tokenizer, out / "final", merge=cfg.lora.enabled and cfg.lora.merge)
+        if cfg.train.plot and trainer.log.rows:
+            plot_loss(trainer.log.rows, out / "loss.png", f"unitune {verb}: {cfg.model.name}")
+        trainer.log.close()
+        write_run_card(out, verb, cfg, notes, metrics, {"train": fingerprint(train_ex), "val": fingerprint(val_ex)},
+                       time.perf_counter() - started)
+        acc.print(f"unitune: done in {time.perf_counter() - started:.0f}s; final model in {out / 'final'}")
+    acc.wait_for_everyone()
+    return metrics
+
+
+def _no_gpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
