@@ -4,6 +4,7 @@ A flag and a YAML key are the same field (`--lora.r 16` == `lora: {r: 16}`).
 User errors print one line and exit 2; `--help` after a verb lists its fields.
 """
 
+import os
 import sys
 
 from unitune.errors import UnituneError, suggest
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return commands[verb](rest)
     except UnituneError as err:
-        print(f"unitune: error: {err}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, one copy of the message
+            print(f"unitune: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("unitune: interrupted", file=sys.stderr)

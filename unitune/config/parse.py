@@ -112,7 +112,8 @@ def build(overrides: list[tuple[str, dict]]) -> Config:
     merged: dict[str, Any] = {}
     for where, layer in overrides:
         for key, value in layer.items():
-            key = ALIASES.get(key, key)
+            if not isinstance(value, dict):
+                key = ALIASES.get(key, key)
             if "." in key and key not in keys:
                 raise UnituneError(f"{where}unknown config key '{key}'{suggest(key, keys)}")
             flat = {key: value} if key in keys else flatten({key: value}, where=where)

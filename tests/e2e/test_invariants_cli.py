@@ -1,0 +1,49 @@
+"""Invariants through the real CLI: resumed == uninterrupted, DDP over 2 gloo processes == 1 process
+with the same global batch."""
+
+import shutil
+
+import torch
+from safetensors.torch import load_file
+
+from tests.e2e.helpers import chat_rows, cli, metrics, write_jsonl
+
+
+def common(data, out, *extra):
+    return ["sft", "--model", "tiny-llama", "--data.train", data, "--data.max_length", "64",
+            "--data.group_by_length", "false", "--lora.enabled", "false", "--train.lr", "2e-3",
+            "--train.output_dir", out, "--train.progress", "false", "--train.tensorboard", "false", *extra]
+
+
+def assert_same_weights(a, b, atol=1e-6):
+    wa, wb = load_file(a / "final" / "model.safetensors"), load_file(b / "final" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], atol=atol, rtol=1e-5, msg=name)
+
+
+def test_resumed_run_equals_uninterrupted(tmp_path):
+    data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(40))
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    proc = cli(*common(data, full, "--train.max_steps", "6", "--train.save_every", "3", "--train.batch_size", "4"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the run that "crashed" after step 3: only its checkpoint survives
+    shutil.copytree(full / "checkpoints" / "step-3", resumed / "checkpoints" / "step-3")
+    proc = cli(*common(data, resumed, "--train.max_steps", "6", "--train.batch_size", "4", "--train.resume", "latest"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from" in proc.stdout
+    assert_same_weights(full, resumed, atol=0)
+    assert [r["loss"] for r in metrics(full)][3:] == [r["loss"] for r in metrics(resumed)]
+
+
+def test_ddp_two_processes_equal_one(tmp_path):
+    data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(32))
+    one, two = tmp_path / "one", tmp_path / "two"
+    proc = cli(*common(data, one, "--train.max_steps", "3", "--train.batch_size", "2", "--train.grad_accum", "2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = cli(*common(data, two, "--train.max_steps", "3", "--train.batch_size", "2", "--train.nproc", "2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout
+    assert_same_weights(one, two, atol=1e-5)
+    for a, b in zip(metrics(one), metrics(two)):
+        assert abs(a["loss"] - b["loss"]) < 1e-5 and a["tokens"] == b["tokens"]
