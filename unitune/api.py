@@ -9,7 +9,6 @@ Keyword arguments are config sections (`lora={"r": 16}`), dotted keys
 YAML keys and CLI flags mean.
 """
 
-import hashlib
 import json
 import os
 import subprocess
@@ -86,11 +85,3 @@ def _launch(verb: str, cfg: Config, out: Path) -> Result:
         raise UnituneError(f"distributed run failed (torchrun exit code {code}); see the output above")
     rows = (out / "metrics.jsonl").read_text().splitlines()
     return Result(out, out / "final", json.loads(rows[-1]) if rows else {})
-
-
-def fingerprint(examples: list[dict]) -> str:
-    """A content hash of canonical examples (order included)."""
-    h = hashlib.sha256()
-    for ex in examples:
-        h.update(json.dumps(ex, sort_keys=True, ensure_ascii=False).encode())
-    return h.hexdigest()[:16]

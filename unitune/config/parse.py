@@ -90,9 +90,9 @@ def _scalar(text: str):
     return value
 
 
-def flatten(tree: dict, prefix: str = "", where: str = "") -> dict[str, Any]:
+def flatten(tree: dict, prefix: str = "", where: str = "", root=Config) -> dict[str, Any]:
     """{'lora': {'r': 8}} -> {'lora.r': 8}; keys not in the tree are errors."""
-    keys = all_keys()
+    keys = all_keys(root)
     sections = {k.split(".")[0] for k in keys}
     flat = {}
     for name, value in tree.items():
@@ -100,15 +100,16 @@ def flatten(tree: dict, prefix: str = "", where: str = "") -> dict[str, Any]:
         if key in keys:
             flat[key] = value
         elif isinstance(value, dict) and key in sections:
-            flat.update(flatten(value, f"{key}.", where))
+            flat.update(flatten(value, f"{key}.", where, root))
         else:
             raise UnituneError(f"{where}unknown config key '{key}'{suggest(key, list(keys) + list(ALIASES))}")
     return flat
 
 
-def build(overrides: list[tuple[str, dict]]) -> Config:
-    """A Config from layers of (where-it-came-from, nested or dotted dict), later layers win."""
-    keys = all_keys()
+def build(overrides: list[tuple[str, dict]], root=Config):
+    """A `root` config (default: the training Config) from layers of (where-it-came-from,
+    nested or dotted dict); later layers win."""
+    keys = all_keys(root)
     merged: dict[str, Any] = {}
     for where, layer in overrides:
         for key, value in layer.items():
@@ -116,9 +117,9 @@ def build(overrides: list[tuple[str, dict]]) -> Config:
                 key = ALIASES.get(key, key)
             if "." in key and key not in keys:
                 raise UnituneError(f"{where}unknown config key '{key}'{suggest(key, keys)}")
-            flat = {key: value} if key in keys else flatten({key: value}, where=where)
+            flat = {key: value} if key in keys else flatten({key: value}, where=where, root=root)
             merged.update({k: (where, v) for k, v in flat.items()})
-    cfg = Config()
+    cfg = root()
     for key, (where, value) in merged.items():
         section, name = key.split(".")
         setattr(getattr(cfg, section), name, coerce(f"{where}{key}", value, keys[key]))
@@ -140,7 +141,7 @@ def load_yaml(path: str) -> dict:
     return tree
 
 
-def parse_flags(argv: list[str]) -> tuple[str | None, dict[str, Any]]:
+def parse_flags(argv: list[str], root=Config) -> tuple[str | None, dict[str, Any]]:
     """['--config', 'f.yaml', '--lora.r', '16', '--data.train', 'a', 'b'] -> ('f.yaml', {...}).
 
     A flag takes every following word up to the next flag, so list fields take
@@ -162,7 +163,7 @@ def parse_flags(argv: list[str]) -> tuple[str | None, dict[str, Any]]:
         if len(values) != 1:
             raise UnituneError("--config takes one YAML file")
         config_file = values[0]
-    keys = all_keys()
+    keys = all_keys(root)
     out = {}
     for key, values in flags.items():
         full = ALIASES.get(key, key)

@@ -1,7 +1,9 @@
 """What an objective is, for the loop.
 
 An objective owns its math and nothing else:
-  - `features(examples, tokenizer, cfg)`: canonical examples -> features (render stage)
+  - `rows(examples, split)`: canonical examples -> trainable rows (render, and pack
+    where it applies) plus report lines counting what was truncated or dropped
+  - `length(row)`: tokens in a row (for length grouping)
   - `collate(rows)`: a micro-batch of rows -> tensors
   - `count(batch)`: the units this batch contributes to the step's normaliser
     (target tokens for LM losses, pairs for preference losses)
@@ -19,6 +21,10 @@ import torch
 
 class Objective(Protocol):
     name: str
+
+    def rows(self, examples: list[dict], split: str) -> tuple[list, list[str]]: ...
+
+    def length(self, row) -> int: ...
 
     def collate(self, rows: list) -> dict: ...
 

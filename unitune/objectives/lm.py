@@ -12,12 +12,31 @@ import torch
 import torch.nn.functional as F
 
 from unitune.data.collate import IGNORE, collate
+from unitune.data.pack import pack
+from unitune.data.render import render_all
 
 
 class LMObjective:
-    def __init__(self, name: str, pad_id: int):
-        self.name = name
-        self.pad_id = pad_id
+    def __init__(self, name: str, pad_id: int, *, tokenizer=None, cfg=None):
+        self.name, self.pad_id = name, pad_id
+        self.tokenizer, self.cfg = tokenizer, cfg
+
+    def rows(self, examples: list[dict], split: str) -> tuple[list, list[str]]:
+        """Render (and pack, when configured) examples into trainable rows; report what happened."""
+        data, template = self.cfg.data, self.cfg.template
+        feats, report = render_all(examples, self.name, self.tokenizer, chat_template=self.tokenizer.chat_template,
+                                   loss=template.loss, max_length=data.max_length, truncation=data.truncation,
+                                   system=template.system)
+        notes = report.lines(split)
+        if not data.packing:
+            return [[f] for f in feats], notes
+        rows = pack(feats, data.max_length)
+        notes.append(f"{split}: packed {len(feats)} examples into {len(rows)} rows of <= {data.max_length} tokens")
+        return rows, notes
+
+    @staticmethod
+    def length(row) -> int:
+        return sum(len(f["input_ids"]) for f in row)
 
     def collate(self, rows):
         return collate(rows, self.pad_id)

@@ -118,8 +118,7 @@ class Trainer:
                 loss, metrics = self.objective.loss(model, batch)
                 acc.backward(loss * acc.num_processes / units)
             loss_sum += float(loss.detach())
-            for name, value in metrics.items():
-                metric_sums[name] = metric_sums.get(name, 0.0) + float(value)
+            _accumulate(metric_sums, metrics)
         totals = self._global_sums({"loss": loss_sum, **metric_sums, "_tokens": tokens})
         loss_value = totals.pop("loss") / units
         if not math.isfinite(loss_value):
@@ -135,7 +134,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         row = {"loss": loss_value, "grad_norm": grad_norm, "tokens": int(totals.pop("_tokens"))}
-        row.update({name: value / units for name, value in totals.items()})
+        row.update(_means(totals, units))
         return row
 
     def _clip(self) -> float:
@@ -167,11 +166,10 @@ class Trainer:
                 loss, metrics = self.objective.loss(self.model, batch)
             loss_sum += float(loss)
             units += self.objective.count(batch)
-            for name, value in metrics.items():
-                metric_sums[name] = metric_sums.get(name, 0.0) + float(value)
+            _accumulate(metric_sums, metrics)
         totals = self._global_sums({"loss": loss_sum, "_units": units, **metric_sums})
         n = max(1.0, totals.pop("_units"))
-        return {f"eval_{name}": value / n for name, value in totals.items()}
+        return {f"eval_{name}": value for name, value in _means({"loss": totals.pop("loss"), **totals}, n).items()}
 
     # ---- the run ------------------------------------------------------------------------------
     def resume(self, spec: str) -> None:
@@ -228,6 +226,29 @@ class Trainer:
             bar.close()
         final = {k: v for k, v in (self.log.rows[-1] if self.log and self.log.rows else {}).items()}
         return final
+
+
+def _accumulate(sums: dict, metrics: dict) -> None:
+    """Add a micro-batch's metrics: a value is a sum over the step's units, or a (sum, count)
+    pair for means over something else (e.g. the desirable examples of a KTO batch)."""
+    for name, value in metrics.items():
+        if isinstance(value, tuple):
+            sums[name] = sums.get(name, 0.0) + float(value[0])
+            sums[f"{name}#count"] = sums.get(f"{name}#count", 0.0) + float(value[1])
+        else:
+            sums[name] = sums.get(name, 0.0) + float(value)
+
+
+def _means(totals: dict, units: float) -> dict:
+    """Global sums -> means; (sum, count) metrics with no count this step are left out."""
+    out = {}
+    for name, value in totals.items():
+        if name.endswith("#count"):
+            continue
+        count = totals.get(f"{name}#count", units)
+        if count:
+            out[name] = value / count
+    return out
 
 
 def _ordered(row: dict) -> dict:

@@ -1,5 +1,7 @@
 """What a run leaves behind besides metrics: final/ and a short run card."""
 
+import hashlib
+import json
 from pathlib import Path
 
 from unitune.config import to_yaml
@@ -46,3 +48,11 @@ def write_run_card(out: Path, verb: str, cfg, notes: list[str], metrics: dict, f
         "",
     ]
     (out / "README.md").write_text("\n".join(lines))
+
+
+def fingerprint(examples: list[dict]) -> str:
+    """A content hash of canonical examples (order included)."""
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(json.dumps(ex, sort_keys=True, ensure_ascii=False).encode())
+    return h.hexdigest()[:16]

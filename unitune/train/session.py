@@ -11,16 +11,14 @@ from pathlib import Path
 
 from unitune.config import Config, to_yaml
 from unitune.data import load_splits
-from unitune.data.pack import pack
-from unitune.data.render import render_all
 from unitune.errors import UnituneError
 from unitune.models.load import load_model, load_tokenizer
 from unitune.models.lora import count_parameters, prepare_for_training
-from unitune.objectives.lm import LMObjective
+from unitune.objectives import build_objective
 from unitune.templates import resolve_chat_template
 from unitune.train.loop import Trainer
 from unitune.train.metrics import plot_loss
-from unitune.train.runcard import write_run_card, save_final
+from unitune.train.runcard import fingerprint, save_final, write_run_card
 
 
 def train_session(verb: str, cfg: Config) -> dict:
@@ -39,23 +37,15 @@ def train_session(verb: str, cfg: Config) -> dict:
     chat_template = resolve_chat_template(tokenizer, cfg.template.name)
     tokenizer.chat_template = chat_template
 
-    from unitune.api import fingerprint
-
     train_ex, val_ex, notes = load_splits(cfg.data, verb)
-    render = dict(chat_template=chat_template, loss=cfg.template.loss, max_length=cfg.data.max_length,
-                  truncation=cfg.data.truncation, system=cfg.template.system)
-    train_feats, train_report = render_all(train_ex, verb, tokenizer, **render)
-    val_feats, val_report = render_all(val_ex, verb, tokenizer, **render)
-    notes = notes + train_report.lines("train") + (val_report.lines("val") if val_ex else [])
-    if not train_feats:
-        raise UnituneError("no training example is left after rendering and truncation (see the counts above)")
-    packing = cfg.data.packing
-    rows = pack(train_feats, cfg.data.max_length) if packing else [[f] for f in train_feats]
-    val_rows = pack(val_feats, cfg.data.max_length) if packing else [[f] for f in val_feats]
-    if packing:
-        notes.append(f"train: packed {len(train_feats)} examples into {len(rows)} rows of <= {cfg.data.max_length} tokens")
+    objective = build_objective(verb, cfg, tokenizer)
+    rows, train_notes = objective.rows(train_ex, "train")
+    val_rows, val_notes = objective.rows(val_ex, "val") if val_ex else ([], [])
+    notes += train_notes + val_notes
     for line in notes:
         acc.print(f"unitune: {line}")
+    if not rows:
+        raise UnituneError("no training example is left after rendering and truncation (see the counts above)")
 
     model = load_model(cfg.model.name, dtype=cfg.model.dtype, device_type=acc.device.type,
                        attn_implementation=cfg.model.attn_implementation,
@@ -66,10 +56,10 @@ def train_session(verb: str, cfg: Config) -> dict:
               f"({'LoRA r=%d' % cfg.lora.r if cfg.lora.enabled else 'full fine-tuning'}), "
               f"{acc.num_processes} process(es) on {acc.device.type}")
 
-    trainer = Trainer(model=model, objective=LMObjective(verb, tokenizer.pad_token_id), rows=rows,
-                      val_rows=val_rows, cfg=cfg.train, accelerator=acc, output_dir=out,
-                      fingerprint=fingerprint(train_ex), row_lengths=[sum(len(f["input_ids"]) for f in r) for r in rows],
-                      group_by_length=cfg.data.group_by_length and not packing)
+    trainer = Trainer(model=model, objective=objective, rows=rows, val_rows=val_rows, cfg=cfg.train,
+                      accelerator=acc, output_dir=out, fingerprint=fingerprint(train_ex),
+                      row_lengths=[objective.length(r) for r in rows],
+                      group_by_length=cfg.data.group_by_length and not cfg.data.packing)
     if cfg.train.resume:
         trainer.resume(cfg.train.resume)
     metrics = trainer.fit()
