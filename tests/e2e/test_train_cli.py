@@ -26,13 +26,13 @@ train: {{output_dir: {tmp / 'out'}, max_steps: 12, batch_size: 4, lr: 3.0e-3, ev
 def test_sft_loss_falls_and_outputs_exist(sft_run):
     tmp, proc = sft_run
     out = tmp / "out"
-    rows = metrics(out)
+    rows = [r for r in metrics(out) if "loss" in r]
     assert rows[-1]["loss"] < rows[0]["loss"] * 0.8
     assert [r["step"] for r in rows] == list(range(1, 13))
-    for key in ("epoch", "lr", "grad_norm", "tokens", "tokens_per_s"):
+    for key in ("epoch", "lr", "grad_norm", "tokens", "tokens_per_s", "mean_token_accuracy"):
         assert key in rows[0]
-    evals = [r["eval_loss"] for r in rows if "eval_loss" in r]
-    assert len(evals) == 2 and evals[1] < evals[0]
+    evals = [(r["step"], r["eval_loss"]) for r in metrics(out) if "eval_loss" in r]
+    assert [s for s, _ in evals] == [0, 6, 12] and evals[2][1] < evals[1][1] < evals[0][1]
     for name in ("config.yaml", "loss.png", "README.md", "final/config.json", "final/chat_template.jinja"):
         assert (out / name).exists(), name
     assert list((out / "tb").iterdir())

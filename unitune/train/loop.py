@@ -197,6 +197,10 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=self.total, initial=self.step, desc=self.objective.name, unit="step", dynamic_ncols=True)
+        if self.val_rows and cfg.eval_every and self.step == 0:
+            start = {"step": 0, "epoch": 0.0, **self.evaluate()}  # the starting point of the eval curve
+            if self.log:
+                self.log.log(start)
         t_last, seen = time.perf_counter(), 0
         spe = self.schedule.steps_per_epoch
         while self.step < self.total:
@@ -209,13 +213,15 @@ class Trainer:
                 bar.update(1)
             evaluate = self.val_rows and (
                 (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == self.total)
-            if evaluate:
-                row.update(self.evaluate())
-            if self.step % cfg.log_every == 0 or self.step == self.total or evaluate:
+            log = self.step % cfg.log_every == 0 or self.step == self.total or evaluate
+            if log:  # throughput of training alone, measured before any evaluation
                 now = time.perf_counter()
                 row.update({"step": self.step, "epoch": round(self.step / spe, 4),
                             "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": seen / max(now - t_last, 1e-9)})
-                t_last, seen = now, 0
+            if evaluate:
+                row.update(self.evaluate())
+            if log:
+                t_last, seen = time.perf_counter(), 0
                 if self.log:
                     self.log.log(_ordered(row))
                 if bar and "loss" in row:
