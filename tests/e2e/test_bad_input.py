@@ -29,7 +29,7 @@ def case_files(tmp):
                                     ["e.jsonl:1", "output"]),
         "no assistant turn": (data("f.jsonl", json.dumps(no_answer) + "\n"), ["f.jsonl:1", "assistant"]),
         "empty file": (data("g.jsonl", ""), ["g.jsonl", "empty"]),
-        "missing data file": (["--data.train", str(tmp / "nope.jsonl")], ["nope.jsonl", "does not exist"]),
+        "missing data file": (["--data.train", str(tmp / "nope.jsonl")], ["nope.jsonl", "not found"]),
         "no training data": ([], ["data.train"]),
         "unknown flag": (["--lora.rr", "4"], ["--lora.rr", "lora.r"]),
         "bad number": (["--train.lr", "fast"], ["train.lr", "number"]),
