@@ -30,13 +30,12 @@ import json
 import os
 import random
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 from unitune.data import registry
 from unitune.errors import UnituneError, suggest
+from unitune.hub import hub_reachable
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt")
 HUB_ID = re.compile(r"([\w.-]+/[\w.-]+)(?::([\w.-]+))?")
@@ -274,7 +273,7 @@ def _pick_split(dsd, split: str, where: str):
 def _load_hub(repo: str, split: str) -> list[Row]:
     import datasets
 
-    target = repo if _hub_reachable() else _cached_snapshot(repo)
+    target = repo if hub_reachable() else _cached_snapshot(repo)
     try:
         ds = datasets.load_dataset(target, split=split)
     except Exception as e:  # the hub's errors are many and long; the user needs the first line
@@ -293,19 +292,3 @@ def _cached_snapshot(repo: str) -> str:
     except LocalEntryNotFoundError:
         raise UnituneError(f"hf:{repo}: the Hugging Face hub cannot be reached and the dataset "
                            f"is not in the local cache; download it once online, or pass a local file") from None
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the hub endpoint answers a TCP connect (skipped when offline mode or a proxy is set)."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False

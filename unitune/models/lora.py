@@ -2,7 +2,13 @@
 rsLoRA) through peft, or full fine-tuning with the first layers frozen, plus
 gradient checkpointing."""
 
+import warnings
+
 from unitune.errors import UnituneError
+
+
+# peft still calls the old names; the warning says nothing a user can act on
+warnings.filterwarnings("ignore", message=r".*(is_gradient_checkpointing|gradient_checkpointing_enable).*deprecated")
 
 
 def prepare_for_training(model, lora_cfg, train_cfg):
@@ -24,8 +30,10 @@ def add_lora(model, cfg):
 
     targets = cfg.target_modules
     target = "all-linear" if targets == ["all-linear"] else targets
+    # a sequence classifier (rm) trains its new head in full: peft's SEQ_CLS adds it to modules_to_save
+    task = "SEQ_CLS" if type(model).__name__.endswith("ForSequenceClassification") else "CAUSAL_LM"
     peft_cfg = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=target,
-                          use_dora=cfg.use_dora, use_rslora=cfg.use_rslora, task_type="CAUSAL_LM")
+                          use_dora=cfg.use_dora, use_rslora=cfg.use_rslora, task_type=task)
     try:
         return get_peft_model(model, peft_cfg)
     except ValueError as err:
