@@ -72,3 +72,15 @@ def test_nan_loss_stops_with_the_step(tiny_model, tmp_path):
         tiny_model.get_input_embeddings().weight[10:2000] = float("nan")
     with pytest.raises(UnituneError, match="at step 1"):
         one_step(tiny_model, [[f] for f in random_features(2)], 2, 1, tmp_path)
+
+
+def test_nan_loss_skip_mode_leaves_weights_alone(tiny_model, tmp_path):
+    with torch.no_grad():
+        tiny_model.get_input_embeddings().weight[10:2000] = float("nan")
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    cfg = TrainConfig(batch_size=2, max_steps=1, progress=False, tensorboard=False, on_nan="skip")
+    trainer = Trainer(model=tiny_model, objective=LMObjective("sft", pad_id=2), rows=[[f] for f in random_features(2)],
+                      val_rows=[], cfg=cfg, accelerator=Accelerator(cpu=True), output_dir=tmp_path)
+    assert trainer.train_step() == {"skipped_nan": 1} and trainer.step == 1
+    for name, value in tiny_model.state_dict().items():
+        assert torch.equal(value.nan_to_num(), before[name].nan_to_num()), name
