@@ -1,0 +1,1 @@
+"""`unitune serve`: an OpenAI-compatible HTTP API (app.py) over the inference engine."""
