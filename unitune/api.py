@@ -20,12 +20,20 @@ from pathlib import Path
 from unitune.config import Config, build, load_yaml, to_yaml
 from unitune.errors import UnituneError
 
-TASKS = ("pt", "sft")
+TASKS = ("pt", "sft", "dpo", "kto", "rm", "grpo")
 
 # What each verb changes from the dataclass defaults (before YAML and flags).
 VERB_DEFAULTS = {
     "pt": {"data.packing": True, "template.loss": "all", "train.output_dir": "runs/pt"},
     "sft": {"data.packing": False, "train.output_dir": "runs/sft"},
+    "dpo": {"data.packing": False, "train.output_dir": "runs/dpo", "train.lr": 5e-5},
+    "kto": {"data.packing": False, "train.output_dir": "runs/kto", "train.lr": 5e-5},
+    # rm: over-length pairs are dropped (cutting the end would move the scored token), and final/
+    # is merged so that AutoModelForSequenceClassification loads it directly
+    "rm": {"data.packing": False, "data.truncation": "drop", "lora.merge": True, "train.output_dir": "runs/rm",
+           "train.lr": 1e-4},
+    # grpo: rows are prompts (never packed; batch_size counts prompts, each with G completions)
+    "grpo": {"data.packing": False, "train.output_dir": "runs/grpo", "train.lr": 1e-5, "train.batch_size": 2},
 }
 
 
@@ -58,6 +66,22 @@ def sft(config: str | None = None, **overrides) -> Result:
 
 def pt(config: str | None = None, **overrides) -> Result:
     return train("pt", config, **overrides)
+
+
+def dpo(config: str | None = None, **overrides) -> Result:
+    return train("dpo", config, **overrides)
+
+
+def kto(config: str | None = None, **overrides) -> Result:
+    return train("kto", config, **overrides)
+
+
+def rm(config: str | None = None, **overrides) -> Result:
+    return train("rm", config, **overrides)
+
+
+def grpo(config: str | None = None, **overrides) -> Result:
+    return train("grpo", config, **overrides)
 
 
 def run(verb: str, cfg: Config) -> Result:

@@ -12,6 +12,13 @@ from unitune.errors import UnituneError, suggest
 USAGE = """usage: unitune VERB [--config FILE.yaml] [--section.field VALUE ...]
 
 training:   pt | sft          continued pretraining, supervised fine-tuning
+            dpo | kto         preference alignment (--dpo.loss sigmoid|ipo|hinge|robust|simpo|orpo|cpo|sft)
+            rm                reward model (Bradley-Terry); `unitune rm score --help` scores with one
+            grpo              online RL with reward functions (--grpo.algo grpo|dapo|dr_grpo|gspo|rloo|reinforce_pp,
+                              --grpo.reward accuracy|format:RE|contains:TEXT|FILE.py:FN ...)
+inference:  infer             chat in the terminal, or --infer.input rows.jsonl --infer.output out.jsonl
+            sample            N candidates per prompt, scored -> raw, DPO pairs or KTO rows
+            serve             OpenAI-compatible HTTP server (--serve.port, --serve.adapters NAME=DIR, --serve.api_key)
 config:     config show VERB [flags]   print the effective config as YAML
 templates:  template show [--model NAME] [--template.name NAME] [--template.loss MODE]
             template list
@@ -28,6 +35,18 @@ def cmd_train(verb: str, argv: list[str]) -> int:
     loss = result.metrics.get("loss")
     print(f"unitune: final loss {loss:.4f}" if loss is not None else "unitune: finished")
     return 0
+
+
+TRAINING = ("pt", "sft", "dpo", "kto", "rm", "grpo")
+
+
+def cmd_rm(argv: list[str]) -> int:
+    """`unitune rm ...` trains a reward model; `unitune rm score ...` scores with a trained one."""
+    if argv[:1] == ["score"]:
+        from unitune.reward_model import cli_score
+
+        return cli_score(argv[1:])
+    return cmd_train("rm", argv)
 
 
 def cmd_config(argv: list[str]) -> int:
@@ -79,11 +98,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     verb, rest = argv[0], argv[1:]
     commands = {"pt": lambda a: cmd_train("pt", a), "sft": lambda a: cmd_train("sft", a),
-                "config": cmd_config, "template": cmd_template}
+                "dpo": lambda a: cmd_train("dpo", a), "kto": lambda a: cmd_train("kto", a), "rm": cmd_rm,
+                "grpo": lambda a: cmd_train("grpo", a),
+                "config": cmd_config, "template": cmd_template,
+                "infer": lambda a: __import__("unitune.infer.cli").infer.cli.cmd_infer(a),
+                "sample": lambda a: __import__("unitune.infer.cli").infer.cli.cmd_sample(a),
+                "serve": lambda a: __import__("unitune.infer.cli").infer.cli.cmd_serve(a)}
     try:
         if verb not in commands:
             raise UnituneError(f"unknown command '{verb}'{suggest(verb, commands)}\n{USAGE}")
-        if verb in ("pt", "sft") and ("--help" in rest or "-h" in rest):
+        if verb in TRAINING and rest[:1] != ["score"] and ("--help" in rest or "-h" in rest):
             print(field_help(verb))
             return 0
         return commands[verb](rest)

@@ -82,9 +82,72 @@ class TrainConfig:
 
 
 @dataclass
+class DpoConfig:
+    loss: list[str] = field(default_factory=lambda: ["sigmoid"])  # sigmoid|hinge|ipo|robust|simpo|orpo|cpo|sft; several add up (RPO = [sigmoid, sft])
+    loss_weights: list[float] = field(default_factory=list)  # one weight per loss (default 1 each)
+    beta: float = 0.1  # strength of the preference (IPO: tau; ORPO: lambda)
+    label_smoothing: float = 0.0  # robust (rDPO): assumed fraction of flipped labels, in [0, 0.5)
+    gamma: float = 0.5  # SimPO: target reward margin
+
+
+@dataclass
+class KtoConfig:
+    loss: Literal["kto", "apo_zero_unpaired"] = "kto"  # apo_zero_unpaired: no KL reference point
+    beta: float = 0.1
+    desirable_weight: float = 1.0  # lambda_D
+    undesirable_weight: float = 1.0  # lambda_U; aim for lambda_D*n_D / (lambda_U*n_U) in [1, 4/3]
+
+
+@dataclass
+class RmConfig:
+    center_rewards_coefficient: float = 0.0  # adds c * mean((r_chosen + r_rejected)^2); 0.01 is common
+
+
+@dataclass
+class RefConfig:
+    mode: Literal["auto", "adapter", "copy", "precompute", "none"] = "auto"  # auto: adapter with LoRA, precompute for full fine-tuning, none when every loss is reference-free
+
+
+@dataclass
+class GrpoConfig:
+    algo: Literal["grpo", "dapo", "dr_grpo", "gspo", "rloo", "reinforce_pp"] = "grpo"  # preset for every knob left unset (null) below
+    reward: list[str] = field(default_factory=list)  # accuracy[:MODE[:COLUMN]] | format:REGEX | contains:TEXT | length:N | soft_overlong[:BUFFER] | repetition[:N] | rm:PATH | FILE.py:FUNCTION
+    reward_weights: list[float] = field(default_factory=list)  # one per reward function (default 1 each)
+    num_generations: int = 8  # G completions per prompt (train.batch_size counts prompts)
+    max_completion_length: int = 256  # new tokens per completion
+    temperature: float = 1.0  # sampling temperature; log-probs use the same
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    stop: list[str] = field(default_factory=list)  # strings that end a completion
+    loss_type: Optional[Literal["grpo", "bnpo", "dr_grpo", "dapo"]] = None  # null: the algo's
+    scale_rewards: Optional[Literal["group", "batch", "none"]] = None  # std used to scale grpo advantages
+    advantage: Optional[Literal["grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline"]] = None
+    beta: Optional[float] = None  # KL coefficient; 0 skips the reference model
+    kl_in_reward: Optional[bool] = None  # KL (k1) subtracted from the reward (rloo, reinforce_pp) instead of k3 in the loss
+    epsilon: Optional[float] = None  # lower clip range
+    epsilon_high: Optional[float] = None  # upper clip range (DAPO clip-higher)
+    delta: Optional[float] = None  # cap on the unclipped ratio (INTELLECT-2); null: none
+    importance_sampling_level: Optional[Literal["token", "sequence", "sequence_sum"]] = None  # sequence: GSPO
+    bias_correction_kl: bool = False  # KL term times the importance ratio (DeepSeek-V3.2)
+    num_iterations: int = 1  # optimizer steps per generation batch (old log-probs frozen across them)
+    dynamic_sampling: Optional[bool] = None  # DAPO: drop groups with all-equal rewards, generate more to refill
+    max_resample: int = 3  # dynamic sampling: extra generation rounds per step at most
+    mask_truncated_completions: Optional[bool] = None  # DAPO overlong filtering: no loss on completions cut at the limit
+    engine: Literal["auto", "hf", "vllm"] = "auto"  # rollout engine (auto: hf, in-process)
+    shared_prefix: bool = True  # encode each prompt once and share its KV cache across its G generations
+    log_completions_every: int = 10  # write sampled completions to completions.jsonl every N steps (0: never)
+    log_completions_count: int = 8  # completions per table
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     template: TemplateConfig = field(default_factory=TemplateConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    dpo: DpoConfig = field(default_factory=DpoConfig)
+    kto: KtoConfig = field(default_factory=KtoConfig)
+    rm: RmConfig = field(default_factory=RmConfig)
+    ref: RefConfig = field(default_factory=RefConfig)
+    grpo: GrpoConfig = field(default_factory=GrpoConfig)

@@ -27,7 +27,9 @@ String prompt/completion becomes one user turn and one assistant turn.
 
 A row that does not convert is an error naming its source, the field path and
 what is wrong; with on_bad_row="skip" it is left out and listed in the Report.
-Other tasks (dpo, kto, ...) register their formats here with `@converter`.
+Other tasks register their formats with `@converter`: dpo, rm and kto in
+preference.py. A converter may return a list of examples (one row, several
+examples), e.g. a preference pair split into two unpaired kto rows.
 """
 
 import json
@@ -86,12 +88,13 @@ def convert(rows: list[Row], task: str, *, on_bad_row: str = "error") -> tuple[l
     examples, report = [], Report()
     for row in rows:
         try:
-            examples.append(convert_row(row.data, task))
+            out = convert_row(row.data, task)  # a converter may split one row (a pair -> two kto rows)
+            examples.extend(out if isinstance(out, list) else [out])
+            report.kept += 1
         except BadRow as e:
             if on_bad_row == "error":
                 raise UnituneError(f"{row.source}: {e}") from None
             report.skipped.append((row.source, str(e)))
-    report.kept = len(examples)
     return examples, report
 
 
@@ -272,3 +275,7 @@ def _pt_messages(data: dict) -> dict:
     if len(answers) != 1:
         raise BadRow("messages", f"expected exactly one assistant turn, got {len(answers)}")
     return {"text": _text(messages[answers[0]], "content", f"messages[{answers[0]}].content")}
+
+
+from unitune.data import preference  # noqa: E402,F401  (registers the dpo, rm and kto formats)
+from unitune.data import prompts  # noqa: E402,F401  (registers the grpo formats)

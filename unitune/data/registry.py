@@ -6,8 +6,15 @@
   the style is visible after a few minutes of LoRA on SmolLM2-135M-Instruct.
 - `pirate-chat-val` (sft, 10 rows): held-out questions (not in the training
   set) in the same style, for before/after answers.
+- `pirate-prefs` (dpo, rm; kto splits each pair, 425 pairs): pirate-chat's
+  questions with its pirate answer chosen and the same facts in plain words
+  rejected; `pirate-prefs-val` (50 pairs) asks the held-out questions.
 - `tiny-stories` (pt, 210 rows): short plain-text stories from templates,
   for continued-pretraining tests.
+- `arithmetic` (grpo, 1000 rows): short arithmetic word problems (one or two
+  steps with +, -, x, / on small whole numbers) with the numeric `answer`
+  column the `accuracy` reward checks; `arithmetic-val` (100 rows) holds out
+  problems that are not in the training set. Generated with a fixed seed.
 
 A dataset is a function returning a list of dicts, registered by name;
 `load_source` resolves the names.
@@ -185,3 +192,93 @@ def tiny_stories() -> list[dict]:
             thing=THINGS[(i // 5) % 7],
             feeling=FEELINGS[(i // 7) % 3])})
     return rows
+
+
+# --- preference pairs: the pirate answer is chosen, the same facts in plain words rejected --------------
+
+PLAIN_PHRASES = [("There be", "There are"), ("they be", "they are"), ("Dinosaurs be", "Dinosaurs were"),
+                 ("the best ones hide buried treasure", "many are worth visiting")]
+PLAIN_WORDS = {"be": "is", "o'": "of", "yer": "your", "ye": "you", "'em": "them"}
+
+
+def plain_answer(core: str) -> str:
+    """The pirate core in plain words ("be" -> "is", "o'" -> "of", "sailin'" -> "sailing")."""
+    import re
+
+    for pirate, plain in PLAIN_PHRASES:
+        core = core.replace(pirate, plain)
+    core = re.sub(r"(?<![\w'])(be|o'|yer|ye|'em)(?![\w'])", lambda m: PLAIN_WORDS[m.group(1)], core)
+    return re.sub(r"\b(\w+)in'(?!\w)", r"\1ing", core)
+
+
+def _pair(question: str, chosen: str, rejected: str) -> dict:
+    return {"prompt": [{"role": "user", "content": question}],
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}]}
+
+
+@dataset("pirate-prefs")
+def pirate_prefs() -> list[dict]:
+    """dpo/rm/kto (425 pairs): pirate-chat's questions; chosen = its pirate answer, rejected = plain words."""
+    rows = []
+    for i, (q, core) in enumerate(PIRATE_CORES):
+        for k, phrasing in enumerate(PHRASINGS):
+            aside = ASIDES[(i + k) % len(ASIDES)] if (i + k) % 2 else ""
+            rows.append(_pair(phrasing.format(q=q), pirate_answer(core, aside), plain_answer(core)))
+    return rows
+
+
+@dataset("pirate-prefs-val")
+def pirate_prefs_val() -> list[dict]:
+    """Held-out pairs (50): the pirate-chat-val questions, each asked five ways."""
+    return [_pair(phrasing.format(q=q), pirate_answer(core), plain_answer(core))
+            for q, core in PIRATE_VAL for phrasing in PHRASINGS]
+
+
+# --- arithmetic word problems (grpo): a question and its numeric answer ----------------------------------
+
+NAMES = ["Anna", "Ben", "Carla", "David", "Emma", "Farid", "Grace", "Hugo", "Iris", "Jack", "Kemal", "Lena"]
+ITEMS = ["apples", "marbles", "stickers", "pencils", "cookies", "stamps", "shells", "cards"]
+ARITHMETIC = [  # (template, answer from a, b, c, what the numbers must satisfy)
+    ("{n} has {a} {x}. {n} gets {b} more. How many {x} does {n} have now?", lambda a, b, c: a + b, None),
+    ("{n} had {a} {x} and gave {b} of them away. How many {x} are left?", lambda a, b, c: a - b,
+     lambda a, b, c: a > b),
+    ("There are {a} bags with {b} {x} in each bag. How many {x} are there in total?", lambda a, b, c: a * b,
+     lambda a, b, c: a <= 12 and b <= 12),
+    ("{n} has {a} {x}, buys {b} more and then loses {c}. How many {x} does {n} have?",
+     lambda a, b, c: a + b - c, lambda a, b, c: c < a + b),
+    ("{n} shares {a} {x} equally among {b} friends. How many {x} does each friend get?",
+     lambda a, b, c: a // b, lambda a, b, c: 2 <= b <= 10 and a % b == 0),
+    ("A box holds {a} {x}. {n} fills {b} boxes and adds {c} loose {x}. How many {x} is that?",
+     lambda a, b, c: a * b + c, lambda a, b, c: a <= 12 and b <= 6),
+]
+
+
+def _arithmetic(rng, count: int, exclude: set[str]) -> list[dict]:
+    rows, seen = [], set(exclude)
+    while len(rows) < count:
+        template, answer, ok = ARITHMETIC[rng.randrange(len(ARITHMETIC))]
+        a, b, c = rng.randint(2, 40), rng.randint(2, 20), rng.randint(1, 15)
+        if ok and not ok(a, b, c):
+            continue
+        question = template.format(n=rng.choice(NAMES), x=rng.choice(ITEMS), a=a, b=b, c=c)
+        if question in seen:
+            continue
+        seen.add(question)
+        rows.append({"question": question + " Give the final answer as a number.", "answer": str(answer(a, b, c))})
+    return rows
+
+
+@dataset("arithmetic")
+def arithmetic() -> list[dict]:
+    import random
+
+    return _arithmetic(random.Random(1234), 1000, set())
+
+
+@dataset("arithmetic-val")
+def arithmetic_val() -> list[dict]:
+    import random
+
+    train = {r["question"].removesuffix(" Give the final answer as a number.") for r in arithmetic()}
+    return _arithmetic(random.Random(4321), 100, train)

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from unitune.errors import UnituneError, suggest
+from unitune.hub import hub_reachable
 from unitune.models.registry import BUILTINS, ensure_builtin
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
@@ -28,19 +29,20 @@ def resolve(name: str) -> tuple[str, dict]:
         return str(path.parent), {"gguf_file": path.name}
     if name in BUILTINS:
         return str(ensure_builtin(name)), {}
-    if name.count("/") == 1 and not name.startswith((".", "/")):
-        return name, {}  # hub id
+    if name.count("/") == 1 and not name.startswith((".", "/")):  # a hub id: offline, only the local cache
+        return name, {} if hub_reachable() else {"local_files_only": True}
     raise UnituneError(
         f"model '{name}' is not a folder, a .gguf file, a built-in name or a hub id"
         f"{suggest(name, BUILTINS)}; built-in: {', '.join(BUILTINS)}"
     )
 
 
-def _hub_error(name: str, err: Exception) -> UnituneError:
-    return UnituneError(
-        f"model '{name}' is not in the local Hugging Face cache and the hub could not be reached "
-        f"({type(err).__name__}); download it first or pass a local folder"
-    )
+def _hub_error(name: str, err: Exception, extra: dict) -> UnituneError:
+    if extra.get("local_files_only"):
+        return UnituneError(f"model '{name}' is not in the local Hugging Face cache and the hub cannot be "
+                            "reached; download it once online, or pass a local folder")
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return UnituneError(f"model '{name}' could not be loaded from the hub: {first}")
 
 
 def load_tokenizer(name: str):
@@ -53,7 +55,7 @@ def load_tokenizer(name: str):
     except OSError as err:
         if os.path.exists(path):
             raise UnituneError(f"cannot load a tokenizer from {path}: {err}") from None
-        raise _hub_error(name, err) from None
+        raise _hub_error(name, err, extra) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -73,8 +75,13 @@ def load_model(name: str, *, dtype: str = "auto", device_type: str = "cpu", attn
                trust_remote_code: bool = False):
     """A causal LM ready for training (plain, saveable weights even when read from GGUF)."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a bar per weight file is noise; unitune prints its own summary
     path, extra = resolve(name)
+    if (Path(path) / "adapter_config.json").exists() and not (Path(path) / "config.json").exists():
+        return _merged_adapter(path, dtype=dtype, device_type=device_type, attn_implementation=attn_implementation,
+                               trust_remote_code=trust_remote_code)
     kwargs = dict(dtype=pick_dtype(dtype, device_type), trust_remote_code=trust_remote_code, **extra)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
@@ -83,10 +90,23 @@ def load_model(name: str, *, dtype: str = "auto", device_type: str = "cpu", attn
     except OSError as err:
         if os.path.exists(path):
             raise UnituneError(f"cannot load a model from {path}: {err}") from None
-        raise _hub_error(name, err) from None
+        raise _hub_error(name, err, extra) from None
     if "gguf_file" in extra:
         model = _plain_copy(model)
     return model
+
+
+def _merged_adapter(path: str, **kwargs):
+    """A LoRA run's final/ (adapter + base name): the base with the adapter merged in, a plain model.
+    So training on top of it (DPO after SFT) starts from, and refers to, the SFT model."""
+    import json
+
+    from peft import PeftModel
+
+    base = json.loads((Path(path) / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise UnituneError(f"{path}/adapter_config.json names no base model (base_model_name_or_path)")
+    return PeftModel.from_pretrained(load_model(base, **kwargs), path).merge_and_unload()
 
 
 def _plain_copy(gguf_model):

@@ -23,9 +23,11 @@ from unitune.train.runcard import fingerprint, save_final, write_run_card
 
 def train_session(verb: str, cfg: Config) -> dict:
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
 
     started = time.perf_counter()
+    AcceleratorState._reset_state()  # several runs in one process (the Python API) may differ in precision
     acc = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=_no_gpu())
     set_seed(cfg.train.seed)
     out = Path(cfg.train.output_dir)
@@ -47,15 +49,20 @@ def train_session(verb: str, cfg: Config) -> dict:
     if not rows:
         raise UnituneError("no training example is left after rendering and truncation (see the counts above)")
 
-    model = load_model(cfg.model.name, dtype=cfg.model.dtype, device_type=acc.device.type,
-                       attn_implementation=cfg.model.attn_implementation,
-                       trust_remote_code=cfg.model.trust_remote_code)
+    if hasattr(objective, "load_model"):  # e.g. rm: a sequence classifier
+        model = objective.load_model(acc)
+    else:
+        model = load_model(cfg.model.name, dtype=cfg.model.dtype, device_type=acc.device.type,
+                           attn_implementation=cfg.model.attn_implementation,
+                           trust_remote_code=cfg.model.trust_remote_code)
     model = prepare_for_training(model, cfg.lora, cfg.train)
     trainable, total = count_parameters(model)
     acc.print(f"unitune: {cfg.model.name}: {trainable:,} of {total:,} parameters trainable "
               f"({'LoRA r=%d' % cfg.lora.r if cfg.lora.enabled else 'full fine-tuning'}), "
               f"{acc.num_processes} process(es) on {acc.device.type}")
 
+    if hasattr(objective, "prepare"):  # e.g. a reference model, or reference log-probs precomputed
+        objective.prepare(model, acc, rows, val_rows)
     trainer = Trainer(model=model, objective=objective, rows=rows, val_rows=val_rows, cfg=cfg.train,
                       accelerator=acc, output_dir=out, fingerprint=fingerprint(train_ex),
                       row_lengths=[objective.length(r) for r in rows],
@@ -68,6 +75,8 @@ def train_session(verb: str, cfg: Config) -> dict:
         save_final(trainer.unwrapped, tokenizer, out / "final", merge=cfg.lora.enabled and cfg.lora.merge)
         if cfg.train.plot and trainer.log.rows:
             plot_loss(trainer.log.rows, out / "loss.png", f"unitune {verb}: {cfg.model.name}")
+            if hasattr(objective, "plot"):  # the objective's own curves (grpo: reward.png)
+                objective.plot(trainer.log.rows, out)
         trainer.log.close()
         write_run_card(out, verb, cfg, notes, metrics, {"train": fingerprint(train_ex), "val": fingerprint(val_ex)},
                        time.perf_counter() - started)

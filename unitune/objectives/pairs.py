@@ -1,0 +1,128 @@
+"""What the preference objectives (dpo, kto, rm) share: rendering a prompt with one
+completion, fitting it into max_length, and summed completion log-probs.
+
+A side is `{"input_ids": prompt ids + completion ids, "mask": 0 on the prompt,
+1 on the completion}`. The completion is the last assistant turn as the chat
+template renders it, up to and including its end-of-turn marker (found by
+`render_messages`' prefix rendering, so the split is exact for any template);
+anything the template puts after it (a newline) is cut.
+
+Truncation follows `data.truncation`: `right` keeps the start (TRL's keep_start;
+the completion loses its end), `left` keeps the end (the prompt loses its
+start), `drop` drops the example. A side left without a completion token is
+dropped and counted: it would train as log-prob 0.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from unitune.data.collate import IGNORE
+from unitune.errors import UnituneError
+from unitune.templates import render_messages
+
+
+def check_config(cfg, verb: str) -> None:
+    if cfg.data.packing:
+        raise UnituneError(f"data.packing: {verb} trains on whole prompt + completion rows, which are not packed "
+                           "(drop --data.packing)")
+
+
+def split_ids(tokenizer, prompt: list[dict], completion: dict, chat_template: str,
+              system: str | None = None) -> tuple[list[int], list[int]]:
+    """(prompt ids, completion ids) of the conversation prompt + [completion]."""
+    if system and prompt[0]["role"] != "system":
+        prompt = [{"role": "system", "content": system}] + prompt
+    ids, mask = render_messages(tokenizer, prompt + [completion], chat_template=chat_template, loss="last")
+    on = [i for i, m in enumerate(mask) if m]
+    if not on:
+        raise UnituneError(f"the chat template renders no token for the completion {completion['content'][:60]!r}")
+    return ids[:on[0]], ids[on[0]:on[-1] + 1]
+
+
+def side(prompt_ids: list[int], completion_ids: list[int]) -> dict:
+    return {"input_ids": prompt_ids + completion_ids, "mask": [0] * len(prompt_ids) + [1] * len(completion_ids)}
+
+
+@dataclass
+class FitReport:
+    """Counts of what truncation did, in units ('pairs' or 'examples')."""
+    unit: str
+    total: int = 0
+    truncated: int = 0
+    dropped_long: int = 0
+    dropped_no_completion: int = 0
+
+    def fit(self, feat: dict, max_length: int, truncation: str) -> dict | None:
+        """`feat` cut to max_length, or None (then count it with `drop`)."""
+        n = len(feat["input_ids"])
+        if n > max_length:
+            if truncation == "drop":
+                return None
+            cut = slice(0, max_length) if truncation == "right" else slice(n - max_length, n)
+            feat = {k: v[cut] for k, v in feat.items()}
+        if sum(feat["mask"][1:]) == 0:  # the first token is never a target
+            return None
+        return feat
+
+    def lines(self, split: str) -> list[str]:
+        dropped = self.dropped_long + self.dropped_no_completion
+        out = [f"{split}: {self.total - dropped} of {self.total} {self.unit} kept"]
+        if self.truncated:
+            out.append(f"{split}: {self.truncated} {self.unit} truncated to max_length")
+        if self.dropped_long:
+            out.append(f"{split}: {self.dropped_long} {self.unit} longer than max_length dropped")
+        if self.dropped_no_completion:
+            out.append(f"{split}: {self.dropped_no_completion} {self.unit} dropped: the prompt leaves no "
+                       "completion token within max_length (raise data.max_length or use data.truncation left)")
+        return out
+
+
+def fit_all(report: FitReport, sides: list[dict], max_length: int, truncation: str) -> list[dict] | None:
+    """Fit every side of one example; None (counted) if any side does not survive."""
+    report.total += 1
+    if max_length < 2:
+        raise UnituneError(f"data.max_length must be at least 2, got {max_length}")
+    fitted = [report.fit(s, max_length, truncation) for s in sides]
+    if any(f is None for f in fitted):
+        too_long = any(len(s["input_ids"]) > max_length for s in sides) and truncation == "drop"
+        if too_long:
+            report.dropped_long += 1
+        else:
+            report.dropped_no_completion += 1
+        return None
+    if any(len(s["input_ids"]) > max_length for s in sides):
+        report.truncated += 1
+    return fitted
+
+
+def sequence_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: (sum of the log-probs of its target tokens, how many there are).
+
+    Logits are computed only from the first column that holds a target (through
+    `logits_to_keep`), which skips most of the prompt's share of the LM head.
+    """
+    targets = batch["targets"]
+    keep = targets != IGNORE
+    width = targets.shape[1]
+    cols = keep.any(0).nonzero()
+    start = int(cols[0]) if len(cols) else width - 1
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   position_ids=batch["position_ids"], logits_to_keep=width - start).logits
+    logits = logits[:, -(width - start):]  # in case a model ignores logits_to_keep
+    targets, keep = targets[:, start:], keep[:, start:]
+    picked = logits[keep]
+    if picked.dtype in (torch.bfloat16, torch.float16):
+        picked = picked.float()
+    nll = F.cross_entropy(picked, targets[keep], reduction="none")
+    rows = torch.arange(len(targets), device=targets.device)[:, None].expand_as(targets)[keep]
+    logps = torch.zeros(len(targets), dtype=nll.dtype, device=nll.device).index_add(0, rows, -nll)
+    return logps, keep.sum(1)
+
+
+def stack_ref(rows: list[dict]) -> dict:
+    """The precomputed reference log-probs of a micro-batch, when its rows carry them."""
+    if rows and all("ref" in r for r in rows):
+        return {"ref": torch.tensor([r["ref"] for r in rows], dtype=torch.float32)}
+    return {}
