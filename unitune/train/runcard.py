@@ -18,6 +18,15 @@ def save_final(model, tokenizer, path: Path, merge: bool) -> None:
     tokenizer.save_pretrained(path)
 
 
+def _auto_class(final: Path) -> str:
+    """The transformers Auto class that loads final/ (a reward model is a sequence classifier)."""
+    config = final / "config.json"
+    if config.exists() and any("SequenceClassification" in a for a in json.loads(config.read_text()).get(
+            "architectures") or []):
+        return "AutoModelForSequenceClassification"
+    return "AutoModelForCausalLM"
+
+
 def write_run_card(out: Path, verb: str, cfg, notes: list[str], metrics: dict, fingerprints: dict,
                    seconds: float) -> None:
     shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
@@ -25,7 +34,7 @@ def write_run_card(out: Path, verb: str, cfg, notes: list[str], metrics: dict, f
         f"# unitune {verb} run",
         "",
         f"Model `{cfg.model.name}`, {'LoRA r=%d' % cfg.lora.r if cfg.lora.enabled else 'full fine-tuning'}, "
-        f"{seconds:.0f} s. `final/` loads with `transformers.AutoModelForCausalLM.from_pretrained`.",
+        f"{seconds:.0f} s. `final/` loads with `transformers.{_auto_class(out / 'final')}.from_pretrained`.",
         "",
         "## Data",
         "",
