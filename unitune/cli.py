@@ -55,9 +55,25 @@ def cmd_config(argv: list[str]) -> int:
 
     if len(argv) < 2 or argv[0] != "show":
         raise UnituneError("usage: unitune config show VERB [--config FILE] [flags]")
-    config_file, flags = parse_flags(argv[2:])
-    print(to_yaml(make_config(argv[1], config_file, flags)), end="")
+    verb, rest = argv[1], argv[2:]
+    if verb in ("infer", "sample", "serve"):
+        from unitune.infer.config import make
+
+        cfg = make(verb, rest)
+    else:
+        config_file, flags = parse_flags(rest)
+        cfg = make_config(verb, config_file, flags)
+    print(to_yaml(cfg), end="")
     return 0
+
+
+def _inference(verb: str):
+    """`unitune infer|sample|serve`, imported only when used (they pull in the engine)."""
+    def run(argv: list[str]) -> int:
+        from unitune.infer import cli
+
+        return getattr(cli, f"cmd_{verb}")(argv)
+    return run
 
 
 EXAMPLE = [
@@ -101,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 "dpo": lambda a: cmd_train("dpo", a), "kto": lambda a: cmd_train("kto", a), "rm": cmd_rm,
                 "grpo": lambda a: cmd_train("grpo", a),
                 "config": cmd_config, "template": cmd_template,
-                "infer": lambda a: __import__("unitune.infer.cli").infer.cli.cmd_infer(a),
-                "sample": lambda a: __import__("unitune.infer.cli").infer.cli.cmd_sample(a),
-                "serve": lambda a: __import__("unitune.infer.cli").infer.cli.cmd_serve(a)}
+                "infer": _inference("infer"), "sample": _inference("sample"), "serve": _inference("serve")}
     try:
         if verb not in commands:
             raise UnituneError(f"unknown command '{verb}'{suggest(verb, commands)}\n{USAGE}")

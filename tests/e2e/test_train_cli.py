@@ -81,3 +81,9 @@ def test_config_show_prints_effective_yaml(tmp_path):
     proc = cli("config", "show", "pt", "--lora.r", "32", "--model", "tiny-llama")
     assert proc.returncode == 0, proc.stderr
     assert "r: 32" in proc.stdout and "name: tiny-llama" in proc.stdout and "packing: true" in proc.stdout
+
+
+def test_config_show_for_inference_verbs():
+    proc = cli("config", "show", "serve", "--serve.port", "9", "--generate.temperature", "0.2")
+    assert proc.returncode == 0, proc.stderr
+    assert "port: 9" in proc.stdout and "temperature: 0.2" in proc.stdout

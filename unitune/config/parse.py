@@ -186,9 +186,9 @@ def _is_number(word: str) -> bool:
         return False
 
 
-def to_dict(cfg: Config) -> dict:
+def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def to_yaml(cfg: Config) -> str:
+def to_yaml(cfg) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
