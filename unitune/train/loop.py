@@ -54,6 +54,7 @@ class Schedule:
     world: int
     seed: int
     group_by_length: bool
+    repeat: int = 1  # optimizer steps per step's worth of data (RL: num_iterations over one generation batch)
 
     @property
     def per_step(self) -> int:
@@ -61,11 +62,15 @@ class Schedule:
 
     @property
     def steps_per_epoch(self) -> int:
+        return self._data_steps * self.repeat
+
+    @property
+    def _data_steps(self) -> int:
         n = math.ceil(len(self.lengths) / self.batch_size)
         return max(1, math.ceil(n / self.per_step))
 
     def micro_batches(self, step: int, rank: int) -> list[list[int]]:
-        epoch, k = divmod(step, self.steps_per_epoch)
+        epoch, k = divmod(step // self.repeat, self._data_steps)
         batches = epoch_batches(self.lengths, epoch, self.batch_size, self.seed, self.group_by_length)
         # the last step of an epoch wraps around to fill its micro-batches (as DistributedSampler pads)
         picked = [batches[(k * self.per_step + j) % len(batches)] for j in range(self.per_step)]
@@ -88,7 +93,7 @@ class Trainer:
         self.fingerprint = fingerprint
         lengths = row_lengths or [1] * len(rows)
         self.schedule = Schedule(lengths, cfg.batch_size, cfg.grad_accum, accelerator.num_processes,
-                                 cfg.seed, group_by_length)
+                                 cfg.seed, group_by_length, getattr(objective, "steps_per_batch", 1))
         self.total = total_steps(cfg, self.schedule)
         self.optimizer = build_optimizer(model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.total)
@@ -104,11 +109,14 @@ class Trainer:
     def train_step(self) -> dict | None:
         acc, model = self.acc, self.model
         model.train()
-        batches = [self.objective.collate([self.rows[i] for i in mb])
-                   for mb in self.schedule.micro_batches(self.step, acc.process_index)]
+        micro = [[self.rows[i] for i in mb] for mb in self.schedule.micro_batches(self.step, acc.process_index)]
+        batches, step_metrics = self._make_batches(micro)
         units = self._global_sum(sum(self.objective.count(b) for b in batches))
-        if units == 0:
-            return None
+        if units == 0:  # nothing to train on (e.g. every completion masked); still report how the batch was made
+            if not step_metrics:
+                return None
+            self.step += 1
+            return {"skipped_empty": 1, **step_metrics}
         loss_sum, metric_sums, tokens = 0.0, {}, 0
         for k, batch in enumerate(batches):
             batch = {key: v.to(acc.device) for key, v in batch.items()}
@@ -127,6 +135,7 @@ class Trainer:
                 raise UnituneError(f"loss is {loss_value} at step {self.step + 1}; lower train.lr, check the data, "
                                    "or pass --train.on_nan skip to skip such steps")
             self.step += 1
+            self.acc.print(f"unitune: step {self.step}: loss is {loss_value}, step skipped (train.on_nan=skip)")
             return {"skipped_nan": 1}
         grad_norm = self._clip()
         self.optimizer.step()
@@ -135,7 +144,17 @@ class Trainer:
         self.step += 1
         row = {"loss": loss_value, "grad_norm": grad_norm, "tokens": int(totals.pop("_tokens"))}
         row.update(_means(totals, units))
+        row.update(step_metrics)
         return row
+
+    def _make_batches(self, micro: list[list]) -> tuple[list[dict], dict]:
+        """The step's micro-batches, and metrics of making them. An objective with a `step_batches(model,
+        micro_rows, step) -> (batches, metrics)` hook makes them itself (RL: generate with the current
+        weights and score); otherwise each micro-batch's rows are collated."""
+        hook = getattr(self.objective, "step_batches", None)
+        if hook is None:
+            return [self.objective.collate(rows) for rows in micro], {}
+        return hook(self.unwrapped, micro, self.step)
 
     def _clip(self) -> float:
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -159,6 +178,10 @@ class Trainer:
         self.model.eval()
         rank, world, size = self.acc.process_index, self.acc.num_processes, self.cfg.batch_size
         mine = self.val_rows[rank::world]
+        if hasattr(self.objective, "evaluate"):  # its own evaluation (RL: generate and score): {name: (sum, count)}
+            sums = {}
+            _accumulate(sums, self.objective.evaluate(self.unwrapped, mine))
+            return {f"eval_{k}": v for k, v in _means(self._global_sums(sums), 1).items()}
         loss_sum, units, metric_sums = 0.0, 0, {}
         for k in range(0, len(mine), size):
             batch = {key: v.to(self.acc.device) for key, v in self.objective.collate(mine[k:k + size]).items()}
