@@ -65,7 +65,6 @@ def test_rule_reward_rises_through_the_cli(setup, monkeypatch):
 ])
 def test_every_algo_runs(setup, tmp_path, algo, extra):
     _, model, data, _ = setup
-    torch.set_num_threads(1)
     result = unitune.grpo(model=str(model), data={"train": [str(data)]},
                           grpo={"algo": algo, "reward": ["contains:a", "repetition"], "reward_weights": [1, 0.1],
                                 "num_generations": 4, "max_completion_length": 5, "log_completions_every": 0},
