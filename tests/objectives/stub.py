@@ -19,9 +19,18 @@ class FixedLogProbs(torch.nn.Module):
             table[token, token + 1] = math.log((VOCAB - 1) * math.exp(logp) / (1 - math.exp(logp)))
         self.table = torch.nn.Parameter(table)
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep=0):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep=0,
+                output_hidden_states=False):
         logits = self.table[input_ids]
-        return SimpleNamespace(logits=logits[:, -logits_to_keep:] if logits_to_keep else logits)
+        if isinstance(logits_to_keep, torch.Tensor):  # positions to keep (empty: hidden states only)
+            kept = logits[:, logits_to_keep]
+        else:
+            kept = logits[:, -logits_to_keep:] if logits_to_keep else logits
+        # the "hidden state" is the logit row itself, and the output head is the identity
+        return SimpleNamespace(logits=kept, hidden_states=(logits,))
+
+    def get_output_embeddings(self):
+        return torch.nn.Identity()
 
 
 def chain(start: int, completion_logps: list[float], prompt_len: int) -> tuple[dict, dict]:

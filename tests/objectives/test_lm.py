@@ -1,38 +1,14 @@
 """OBJECTIVES.md §6, SFT vector: GA=2, micro-batch 1 has target log-probs [-2, -1], micro-batch 2 six of
 -0.1. The loss normalised over the step's tokens is 0.45; the legacy mean of micro-batch means is 0.8."""
 
-import math
-from types import SimpleNamespace
-
 import pytest
 import torch
 from accelerate import Accelerator
 
+from tests.objectives.stub import FixedLogProbs
 from unitune.config import TrainConfig
 from unitune.objectives.lm import LMObjective
 from unitune.train.loop import Trainer
-
-VOCAB = 20
-
-
-class FixedLogProbs(torch.nn.Module):
-    """A stub LM whose log-prob of the next token is set per input token id."""
-
-    def __init__(self, logp_of_next: dict[int, float]):
-        super().__init__()
-        table = torch.zeros(VOCAB, VOCAB, dtype=torch.float64)
-        for token, logp in logp_of_next.items():
-            # log_softmax(row)[token + 1] = x - log(e^x + VOCAB - 1) = logp
-            table[token, token + 1] = math.log((VOCAB - 1) * math.exp(logp) / (1 - math.exp(logp)))
-        self.table = torch.nn.Parameter(table)
-
-    def forward(self, input_ids, attention_mask=None, position_ids=None, output_hidden_states=False,
-                logits_to_keep=None):
-        # the "hidden state" is the logit row itself, and the head is the identity
-        return SimpleNamespace(logits=self.table[input_ids], hidden_states=(self.table[input_ids],))
-
-    def get_output_embeddings(self):
-        return torch.nn.Identity()
 
 
 def test_sft_vector_step_normalised(tmp_path):
