@@ -7,19 +7,17 @@ micro-batches, all ranks; the loop does the division). pt and sft differ only
 in which tokens are targets: every token for pt, the template's loss mask for
 sft. Also reported: `mean_token_accuracy` (top-1 prediction == target).
 
-The LM head runs only at target positions, in checkpointed chunks: the model
-returns its final hidden states (with `logits_to_keep` empty, so no logits),
-and each chunk of target rows goes through head + cross-entropy and is
-recomputed in backward. The full [batch, length, vocab] logits tensor never
-exists, and prompt positions cost no head matmul at all.
+The LM head runs only at target positions, a chunk of rows at a time
+(unitune/objectives/head.py): the full [batch, length, vocab] logits tensor
+never exists, and prompt positions cost no head matmul at all.
 """
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from unitune.data.collate import IGNORE, collate
 from unitune.data.pack import pack
+from unitune.objectives.head import final_hidden, output_head, token_logps
 from unitune.data.render import render_all
 
 
@@ -54,46 +52,8 @@ class LMObjective:
     def loss(self, model, batch):
         hidden = final_hidden(model, batch)
         keep = batch["targets"] != IGNORE
-        nll, correct = chunked_nll(output_head(model), hidden[keep], batch["targets"][keep])
-        return nll, {"mean_token_accuracy": correct}
-
-
-def final_hidden(model, batch) -> torch.Tensor:
-    """[batch, length, hidden]: the last hidden states, after the final norm, without computing logits."""
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                position_ids=batch["position_ids"], output_hidden_states=True,
-                logits_to_keep=torch.empty(0, dtype=torch.long, device=batch["input_ids"].device))
-    return out.hidden_states[-1]
-
-
-def output_head(model):
-    """The LM head of a model, through DDP and peft wrappers."""
-    return getattr(model, "module", model).get_output_embeddings()
-
-
-def _head_nll(head, hidden, targets):
-    logits = head(hidden)
-    if logits.dtype in (torch.bfloat16, torch.float16):  # the softmax in fp32
-        logits = logits.float()
-    nll = F.cross_entropy(logits, targets, reduction="sum")
-    return nll, (logits.detach().argmax(-1) == targets).sum().to(nll.dtype)
-
-
-def chunked_nll(head, hidden: torch.Tensor, targets: torch.Tensor, chunk: int = 1024):
-    """(sum of -log p(target), number of top-1 hits) over rows of `hidden`, `chunk` rows at a time.
-    In training each chunk is checkpointed, so only `hidden` is kept for backward."""
-    parts, hits = [], []
-    for k in range(0, hidden.shape[0], chunk):
-        args = (head, hidden[k:k + chunk], targets[k:k + chunk])
-        if torch.is_grad_enabled() and hidden.requires_grad:
-            part, hit = checkpoint(_head_nll, *args, use_reentrant=False)
-        else:
-            part, hit = _head_nll(*args)
-        parts.append(part)
-        hits.append(hit)
-    if not parts:  # no target in this micro-batch: a zero that still reaches every parameter
-        return hidden.sum() * 0.0, torch.zeros((), device=hidden.device)
-    return torch.stack(parts).sum(), torch.stack(hits).sum()
+        logps, hits = token_logps(output_head(model), hidden[keep], batch["targets"][keep])
+        return -logps.sum(), {"mean_token_accuracy": hits.sum().to(logps.dtype)}
 
 
 def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

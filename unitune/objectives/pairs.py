@@ -16,10 +16,10 @@ dropped and counted: it would train as log-prob 0.
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from unitune.data.collate import IGNORE
 from unitune.errors import UnituneError
+from unitune.objectives.head import final_hidden, output_head, token_logps
 from unitune.templates import render_messages
 
 
@@ -99,26 +99,13 @@ def fit_all(report: FitReport, sides: list[dict], max_length: int, truncation: s
 
 def sequence_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row: (sum of the log-probs of its target tokens, how many there are).
-
-    Logits are computed only from the first column that holds a target (through
-    `logits_to_keep`), which skips most of the prompt's share of the LM head.
-    """
+    The LM head runs only at target positions (unitune/objectives/head.py)."""
     targets = batch["targets"]
     keep = targets != IGNORE
-    width = targets.shape[1]
-    cols = keep.any(0).nonzero()
-    start = int(cols[0]) if len(cols) else width - 1
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   position_ids=batch["position_ids"], logits_to_keep=width - start).logits
-    logits = logits[:, -(width - start):]  # in case a model ignores logits_to_keep
-    targets, keep = targets[:, start:], keep[:, start:]
-    picked = logits[keep]
-    if picked.dtype in (torch.bfloat16, torch.float16):
-        picked = picked.float()
-    nll = F.cross_entropy(picked, targets[keep], reduction="none")
+    logps, _ = token_logps(output_head(model), final_hidden(model, batch)[keep], targets[keep])
     rows = torch.arange(len(targets), device=targets.device)[:, None].expand_as(targets)[keep]
-    logps = torch.zeros(len(targets), dtype=nll.dtype, device=nll.device).index_add(0, rows, -nll)
-    return logps, keep.sum(1)
+    sums = torch.zeros(len(targets), dtype=logps.dtype, device=logps.device).index_add(0, rows, logps)
+    return sums, keep.sum(1)
 
 
 def stack_ref(rows: list[dict]) -> dict:

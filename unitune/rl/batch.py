@@ -3,13 +3,15 @@
     l_t = log softmax(logits_t / temperature)[y_t]          (policy, old and reference alike)
 
 A row is [left-padded prompt | completion, right-padded], so every completion starts at the
-same column and the logits that score it are the last T+1 positions (`logits_to_keep`);
-position_ids count real tokens only, as the engine's do when sampling. The completion mask is
-one over the completion's tokens, EOS included (OBJECTIVES.md §5.1); with overlong filtering a
+same column and the hidden states that score it are at the T positions before it; the LM head
+runs only at the real completion tokens (unitune/objectives/head.py). position_ids count real
+tokens only, as the engine's do when sampling. The completion mask is one over the completion's tokens, EOS included (OBJECTIVES.md §5.1); with overlong filtering a
 completion cut at the token limit gets an all-zero row (it stays in its group's statistics).
 """
 
 import torch
+
+from unitune.objectives.head import final_hidden, output_head, token_logps
 
 
 def build_batch(prompts: list[list[int]], completions: list[list[int]], truncated: list[bool], *, pad_id: int,
@@ -34,17 +36,13 @@ def build_batch(prompts: list[list[int]], completions: list[list[int]], truncate
 
 
 def completion_logps(model, batch: dict, temperature: float) -> torch.Tensor:
-    """[N, T] log-probs of the completion tokens (float32; 0 where the mask is 0 is not enforced)."""
+    """[N, T] log-probs of the completion tokens (at least float32; 0 after a completion's end)."""
     targets = batch["completion_ids"]
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                position_ids=batch["position_ids"], logits_to_keep=targets.shape[1] + 1)
-    logits = out.logits[:, :-1]
-    rows = []
-    for row_logits, row_ids in zip(logits, targets):  # one row at a time: a [T, vocab] float copy, not [N, T, vocab]
-        row_logits = row_logits.float() / temperature
-        rows.append(row_logits.gather(-1, row_ids[:, None]).squeeze(-1) - row_logits.logsumexp(-1))
-    return torch.stack(rows)
-
+    t = targets.shape[1]
+    keep = batch["attention_mask"][:, -t:].bool()
+    hidden = final_hidden(model, batch)[:, -t - 1:-1]
+    logps, _ = token_logps(output_head(model), hidden[keep], targets[keep], temperature=temperature)
+    return torch.zeros(targets.shape, dtype=logps.dtype, device=logps.device).masked_scatter(keep, logps)
 
 
 def pad_rows(tensors: list[torch.Tensor], width: int) -> torch.Tensor:

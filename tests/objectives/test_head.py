@@ -1,0 +1,133 @@
+"""The LM head at target positions (unitune/objectives/head.py) gives the numbers of the plain
+full-logits computation: log-probs, top-1 hits and gradients, through each of its paths (frozen
+head computed in forward, trainable head checkpointed, no grad), at any chunk size and temperature,
+and through the objectives that use it (sft loss, DPO sequence log-probs, GRPO completion log-probs)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.conftest import random_features
+from unitune.data.collate import IGNORE, collate
+from unitune.objectives.head import final_hidden, output_head, token_logps
+
+
+def _reference(head, hidden, targets, temperature):
+    z = head(hidden)
+    z = (z.float() if z.dtype == torch.bfloat16 else z) / temperature
+    return z.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1), z.argmax(-1) == targets
+
+
+@pytest.mark.parametrize("frozen", [True, False], ids=["frozen-head", "trainable-head"])
+@pytest.mark.parametrize("chunk", [7, 256])
+def test_token_logps_equal_full_logits(frozen, chunk):
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=True, dtype=torch.float64).requires_grad_(not frozen)
+    hidden = torch.randn(30, 16, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 50, (30,))
+    upstream = torch.randn(30, dtype=torch.float64)  # a per-token gradient, as DPO / GRPO losses give
+
+    want, want_hits = _reference(head, hidden, targets, 0.7)
+    (want * upstream).sum().backward()
+    want_grads = [hidden.grad.clone()] + ([] if frozen else [head.weight.grad.clone(), head.bias.grad.clone()])
+    hidden.grad = None
+    head.zero_grad()
+
+    got, hits = token_logps(head, hidden, targets, temperature=0.7, chunk=chunk)
+    (got * upstream).sum().backward()
+    got_grads = [hidden.grad] + ([] if frozen else [head.weight.grad, head.bias.grad])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    assert torch.equal(hits, want_hits)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-12)
+
+    with torch.no_grad():
+        plain, _ = token_logps(head, hidden, targets, temperature=0.7, chunk=chunk)
+    torch.testing.assert_close(plain, want.detach(), rtol=0, atol=1e-12)
+
+
+def test_frozen_head_under_bf16_autocast_matches_autograd():
+    """Under bf16 autocast the frozen-head path rounds where autograd through the same bf16 ops does."""
+    torch.manual_seed(1)
+    head = torch.nn.Linear(64, 500, bias=False).requires_grad_(False)
+    hidden = torch.randn(40, 64, requires_grad=True)
+    targets = torch.randint(0, 500, (40,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want, _ = _reference(head, hidden, targets, 1.0)
+        want.sum().backward()
+        want_grad, hidden.grad = hidden.grad.clone(), None
+        got, _ = token_logps(head, hidden, targets, chunk=16)
+        got.sum().backward()
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    torch.testing.assert_close(hidden.grad, want_grad, rtol=1e-2, atol=1e-3)
+
+
+def _lora_like(model):
+    """The tiny model with only its attention projections trainable: the head (tied embedding) is frozen."""
+    for name, param in model.named_parameters():
+        param.requires_grad_("self_attn" in name)
+    return model
+
+
+@pytest.mark.parametrize("frozen", [True, False], ids=["frozen-head", "trainable-head"])
+def test_sft_loss_equals_full_logits_loss(tiny_model, frozen):
+    """LMObjective's loss (hidden states, head at targets only) == cross-entropy over the full logits:
+    same loss and same gradients."""
+    from unitune.objectives.lm import LMObjective
+
+    model = _lora_like(tiny_model) if frozen else tiny_model
+    batch = collate([[f] for f in random_features(4, seed=5)], pad_id=2)
+    keep = batch["targets"] != IGNORE
+    full = F.cross_entropy(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                 position_ids=batch["position_ids"]).logits[keep],
+                           batch["targets"][keep], reduction="sum")
+    full.backward()
+    ref = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    loss, metrics = LMObjective("sft", pad_id=2).loss(model, batch)
+    loss.backward()
+    assert loss.item() == pytest.approx(full.item(), rel=1e-6)
+    assert 0 <= metrics["mean_token_accuracy"].item() <= keep.sum().item()
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            torch.testing.assert_close(param.grad, ref[name], atol=1e-4, rtol=1e-4, msg=name)  # sums reordered
+
+
+def test_grpo_completion_logps_equal_full_logits(tiny_model):
+    """completion_logps (head at completion tokens only) == log-softmax of the full logits at the
+    positions before each completion token, 0 after a completion ends; same gradients."""
+    from unitune.rl.batch import build_batch, completion_logps
+
+    model = _lora_like(tiny_model)
+    batch = build_batch([[5, 6, 7], [8, 9]], [[10, 11, 12, 13], [14]], [False, False], pad_id=2,
+                        mask_truncated=False)
+    t = batch["completion_ids"].shape[1]
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   position_ids=batch["position_ids"]).logits[:, -t - 1:-1].float() / 0.8
+    want = logits.log_softmax(-1).gather(-1, batch["completion_ids"][..., None]).squeeze(-1)
+    want = want * batch["attention_mask"][:, -t:]
+    upstream = torch.randn(want.shape)
+    (want * upstream).sum().backward()
+    ref = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    got = completion_logps(model, batch, 0.8)
+    (got * upstream).sum().backward()
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert torch.all(got[1, 1:] == 0)
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            torch.testing.assert_close(param.grad, ref[name], atol=1e-4, rtol=1e-4, msg=name)
+
+
+def test_no_target_still_reaches_the_parameters(tiny_model):
+    """A micro-batch without a single target gives a zero loss that still back-propagates (DDP needs
+    every parameter to get a gradient on every rank)."""
+    model = _lora_like(tiny_model)
+    batch = collate([[{"input_ids": [5, 6, 7], "mask": [0, 0, 0]}]], pad_id=2)
+    hidden = final_hidden(model, batch)
+    keep = batch["targets"] != IGNORE
+    logps, _ = token_logps(output_head(model), hidden[keep], batch["targets"][keep])
+    loss = -logps.sum()
+    loss.backward()
+    assert loss.item() == 0
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

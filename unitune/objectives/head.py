@@ -1,0 +1,102 @@
+"""The LM head at target positions only: every objective scores tokens through here.
+
+    log p(y_t | h_t) = z_t[y_t] - logsumexp(z_t),     z_t = (W h_t + b) / T
+
+The model returns its final hidden states (`logits_to_keep` empty, so no logits at all); the
+head then runs only on the rows that are scored (assistant tokens for sft, completions for
+dpo / kto / grpo), `CHUNK` rows at a time, so the [batch, length, vocab] logits tensor never
+exists and prompt positions cost no head matmul.
+
+Two ways through the head, the same numbers (tests/objectives/test_head.py):
+
+- frozen head (LoRA; the usual case): the forward of one chunk also computes the gradient of
+  each log-prob with respect to its hidden state,
+
+      d log p(y_t) / d h_t = (onehot(y_t) - softmax(z_t)) W / T,
+
+  keeps that [rows, hidden] tensor and frees the chunk's logits; backward only multiplies it
+  by the incoming per-token gradient. No logits are kept and none are recomputed.
+- trainable head (full fine-tuning): each chunk is checkpointed (recomputed in backward),
+  since the weight's gradient needs every chunk's softmax.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+CHUNK = 256  # rows of [CHUNK, vocab] float32 logits at a time: 50 MB for a 49k vocabulary
+
+
+def final_hidden(model, batch) -> torch.Tensor:
+    """[batch, length, hidden]: the last hidden states, after the final norm, without computing logits."""
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                position_ids=batch["position_ids"], output_hidden_states=True,
+                logits_to_keep=torch.empty(0, dtype=torch.long, device=batch["input_ids"].device))
+    return out.hidden_states[-1]
+
+
+def output_head(model):
+    """The LM head of a model, through DDP and peft wrappers."""
+    return getattr(model, "module", model).get_output_embeddings()
+
+
+def token_logps(head, hidden: torch.Tensor, targets: torch.Tensor, *, temperature: float = 1.0,
+                chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of `hidden` [n, hidden]: (log p(target) at `temperature` in at least float32, top-1 hit)."""
+    if not (torch.is_grad_enabled() and hidden.requires_grad):
+        parts = [_logps(head, hidden[k:k + chunk], targets[k:k + chunk], temperature)
+                 for k in range(0, hidden.shape[0], chunk)]
+    elif _frozen_linear(head):
+        return _FrozenHeadLogps.apply(hidden, head.weight, head.bias, targets, temperature, chunk)
+    else:
+        parts = [checkpoint(_logps, head, hidden[k:k + chunk], targets[k:k + chunk], temperature,
+                            use_reentrant=False) for k in range(0, hidden.shape[0], chunk)]
+    if not parts:  # nothing to score: an empty result that still reaches every parameter
+        return hidden.sum(-1) * 0.0, torch.zeros(0, dtype=torch.bool, device=hidden.device)
+    return torch.cat([p for p, _ in parts]), torch.cat([h for _, h in parts])
+
+
+def _logps(head, hidden, targets, temperature):
+    z = _scaled(head(hidden), temperature)
+    logps = z.gather(-1, targets[:, None]).squeeze(-1) - z.logsumexp(-1)
+    return logps, (z.detach().argmax(-1) == targets)
+
+
+def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    if logits.dtype in (torch.bfloat16, torch.float16):  # the softmax in float32
+        logits = logits.float()
+    return logits / temperature if temperature != 1.0 else logits
+
+
+def _frozen_linear(head) -> bool:
+    return (type(head) is torch.nn.Linear and not head.weight.requires_grad
+            and (head.bias is None or not head.bias.requires_grad))
+
+
+class _FrozenHeadLogps(torch.autograd.Function):
+    """Log-probs through a frozen linear head, with d logp / d hidden computed chunk by chunk in forward."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, temperature, chunk):
+        n = hidden.shape[0]
+        logps = hidden.new_empty(n, dtype=torch.promote_types(hidden.dtype, torch.float32))
+        hits = torch.empty(n, dtype=torch.bool, device=hidden.device)
+        grad = torch.empty_like(hidden)
+        rows = torch.arange(min(n, chunk), device=hidden.device)
+        for k in range(0, n, chunk):
+            y = targets[k:k + chunk]
+            z = _scaled(F.linear(hidden[k:k + chunk], weight, bias), temperature)
+            lse = z.logsumexp(-1)
+            logps[k:k + chunk] = z.gather(-1, y[:, None]).squeeze(-1) - lse
+            hits[k:k + chunk] = z.argmax(-1) == y
+            p = z.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+            p[rows[:len(y)], y] -= 1.0  # softmax - onehot = -T d logp / d z
+            grad[k:k + chunk] = torch.matmul(p.to(weight.dtype), weight).to(hidden.dtype) / -temperature
+        ctx.save_for_backward(grad)
+        ctx.mark_non_differentiable(hits)
+        return logps, hits
+
+    @staticmethod
+    def backward(ctx, grad_logps, _grad_hits):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_logps[:, None].to(grad.dtype), None, None, None, None, None
