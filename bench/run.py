@@ -33,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +71,7 @@ class Framework:
     options: dict = field(default_factory=dict)  # extra settings passed in the spec (unitune: CLI flags)
     peer: bool = True  # False: a unitune row, compared against the peers
     default: bool = True  # run without being named in --frameworks
+    env: dict = field(default_factory=dict)  # extra environment (a baseline's PYTHONPATH)
 
 
 FRAMEWORKS = {
@@ -81,9 +82,6 @@ FRAMEWORKS = {
     # unitune's memory-saving switch (the peers' default): recompute activations in backward
     "unitune+gc": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("sft_lora", "dpo_lora"),
                             {"train.gradient_checkpointing": "true"}, peer=False),
-    # the proposed one-line change to unitune/train/optim.py (AdamW(..., fused=True)), patched in from outside
-    "unitune+fused_adamw": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("sft_full",),
-                                     {"_fused_adamw": True}, peer=False),
     "trl": Framework("bench/.venv-peers/bin/python", "bench/peers/trl_run.py",
                      ("sft_lora", "sft_full", "dpo_lora", "grpo_lora")),
     # TRL's packing is padding-free (position_ids only): exact with flash-attention kernels, not with CPU sdpa
@@ -93,6 +91,10 @@ FRAMEWORKS = {
                           ("sft_lora", "sft_full", "dpo_lora")),
     "llama-factory": Framework("bench/.venv-lf/bin/python", "bench/peers/lf_run.py", ("sft_lora", "sft_full", "dpo_lora")),
 }
+
+
+def is_peer(name: str) -> bool:
+    return name in FRAMEWORKS and FRAMEWORKS[name].peer  # unitune@REV (a baseline) never is
 
 
 # ---- preparation ------------------------------------------------------------------------------
@@ -184,7 +186,7 @@ def run_one(name: str, task_name: str, precision: str, repeat: int, model: str, 
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "DISABLE_VERSION_CHECK": "1",
            "CUDA_VISIBLE_DEVICES": "" if args.device == "cpu" else os.environ.get("CUDA_VISIBLE_DEVICES", "0"),
-           **THREADS}
+           **THREADS, **fw.env}
     peak, done = [0], threading.Event()
     started = time.time()
     with open(run_dir / "log.txt", "w") as log:
@@ -259,6 +261,7 @@ def table(rows: list[dict], shape: dict, rates: dict) -> str:
     for task_name, precision in cells:
         here = [r for r in rows if r["task"] == task_name and r["precision"] == precision]
         names = [n for n in FRAMEWORKS if any(r["framework"] == n for r in here)]
+        names += sorted({r["framework"] for r in here} - set(names))  # unitune@REV baselines
         speed = "s_per_step" if task_name.startswith("grpo") else "tokens_per_s"
         for name in names:
             mine = [r for r in here if r["framework"] == name]
@@ -294,14 +297,14 @@ def _ratio(here: list[dict], name: str, speed: str) -> str:
     ratios = []
     for rep in sorted({r["repeat"] for r in here}):
         same = {r["framework"]: value(r) for r in here if r["repeat"] == rep and value(r)}
-        peers = {n: v for n, v in same.items() if FRAMEWORKS[n].peer}
-        if FRAMEWORKS[name].peer:
+        peers = {n: v for n, v in same.items() if is_peer(n)}
+        if is_peer(name):
             if name in same and "unitune" in same:
                 ratios.append(same["unitune"] / same[name])
         elif name in same and peers:
             ratios.append(same[name] / max(peers.values()))
     r = median(ratios)
-    return "" if r is None else (f"**{r:.2f}** vs best peer" if not FRAMEWORKS[name].peer else f"{r:.2f}")
+    return "" if r is None else (f"**{r:.2f}** vs best peer" if not is_peer(name) else f"{r:.2f}")
 
 
 def _rss(here: list[dict], name: str) -> str:
@@ -312,8 +315,8 @@ def _rss(here: list[dict], name: str) -> str:
     mine = rss(name)
     if mine is None:
         return ""
-    peers = [v for n in {r["framework"] for r in here} if FRAMEWORKS[n].peer and (v := rss(n))]
-    if FRAMEWORKS[name].peer or not peers:
+    peers = [v for n in {r["framework"] for r in here} if is_peer(n) and (v := rss(n))]
+    if is_peer(name) or not peers:
         return f"{mine / 2**30:.2f}"
     return f"{mine / 2**30:.2f} (**{mine / min(peers):.2f}**× lowest peer)"
 
@@ -323,6 +326,20 @@ def _f(value, fmt: str) -> str:
 
 
 # ---- main -------------------------------------------------------------------------------------
+
+def add_baseline(rev: str, out: Path) -> str:
+    """unitune as of `rev`, checked out once into a worktree, run by the same interpreter with that tree
+    first on PYTHONPATH (ahead of the editable install of the working tree)."""
+    commit = subprocess.run(["git", "rev-parse", "--short", rev], check=True, capture_output=True, text=True,
+                            cwd=ROOT).stdout.strip()
+    tree = (out / f"baseline-{commit}").resolve()
+    if not tree.exists():
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit], check=True, cwd=ROOT)
+    name = f"unitune@{commit}"
+    FRAMEWORKS[name] = replace(FRAMEWORKS["unitune"], script=str(tree / "bench/peers/unitune_run.py"),
+                                           env={"PYTHONPATH": str(tree)})
+    return name
+
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -340,6 +357,8 @@ def main() -> int:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=0, help="default: each task's")
     p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--baseline", default="",
+                   help="also run unitune at this git revision (a worktree under --out), as unitune@REV: before/after")
     p.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for every run (default: torch's, all cores)")
     args = p.parse_args()
     if args.threads:
@@ -364,8 +383,10 @@ def main() -> int:
         print(table(rows, shape, {k: sorted(set(v)) for k, v in rates.items()}))
         return 0
     tasks = [t for t in (args.only.split(",") if args.only else TASKS) if t]
+    baseline = add_baseline(args.baseline, out) if args.baseline else ""
     names = [n for n in (args.frameworks.split(",") if args.frameworks else
                          [n for n, fw in FRAMEWORKS.items() if fw.default]) if n]
+    names += [baseline] if baseline and baseline not in names else []
     if not args.python:
         for n in names:
             if not (ROOT / FRAMEWORKS[n].python).exists():

@@ -62,6 +62,7 @@ def test_rule_reward_rises_through_the_cli(setup, monkeypatch):
     ("reinforce_pp", {"lora.enabled": True, "lora.r": 4}),  # LoRA: the reference is the base, adapter off
     ("grpo", {"lora.enabled": True, "lora.r": 4, "grpo.advantage": "reinforce_pp_baseline",
               "grpo.scale_rewards": "batch"}),
+    ("grpo", {"lora.enabled": True, "lora.r": 4, "train.mixed_precision": "bf16"}),  # rollouts from a bf16 copy
 ])
 def test_every_algo_runs(setup, tmp_path, algo, extra):
     _, model, data, _ = setup

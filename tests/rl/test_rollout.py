@@ -1,6 +1,8 @@
 """Shared-prefix group generation: the same completions as independent generation (greedy), seeded draws
 that do not depend on the batch's layout, stop strings and the completion mask (EOS included)."""
 
+import copy
+
 import pytest
 import torch
 
@@ -74,3 +76,65 @@ def test_completion_mask_includes_eos_and_overlong_filtering():
 def test_vllm_absence_is_a_message(rollout):
     with pytest.raises(UnituneError, match="vllm"):
         make_rollout("vllm", rollout.model, rollout.engine.tokenizer)
+
+
+@pytest.fixture()
+def lora_policy():
+    from peft import LoraConfig, get_peft_model
+
+    from unitune.models.load import load_model, load_tokenizer
+
+    tokenizer, model = load_tokenizer("tiny-llama"), load_model("tiny-llama")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.15, generator=g)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
+    return model, tokenizer
+
+
+def _train_step_on_lora(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.add_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+def _policy_logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([ids])).logits[0].float()
+
+
+def test_policy_copy_follows_the_trained_lora_weights(lora_policy):
+    """A float32 copy (LoRA merged) samples exactly what the policy itself samples, before and after the
+    LoRA weights change; its logits are the policy's."""
+    model, tokenizer = lora_policy
+    in_place = HFRollout(model, tokenizer, chat_template=tokenizer.chat_template)
+    copied = HFRollout(model, tokenizer, chat_template=tokenizer.chat_template, dtype=torch.float64)  # != float32: a copy
+    p, params = prompts(in_place), SamplingParams(max_new_tokens=10, temperature=0)
+    for seed in (1, 2):
+        _train_step_on_lora(model, seed)
+        want = [c.token_ids for c in in_place.generate(p, 2, params, seed=0)]
+        assert [c.token_ids for c in copied.generate(p, 2, params, seed=0)] == want
+        ids = p[0] + want[0]
+        torch.testing.assert_close(_policy_logits(copied.copy.model, ids), _policy_logits(model, ids),
+                                   atol=1e-4, rtol=1e-4)
+
+
+def test_bf16_rollout_copy_is_close_to_the_policy(lora_policy):
+    model, tokenizer = lora_policy
+    _train_step_on_lora(model, 3)
+    r = HFRollout(model, tokenizer, chat_template=tokenizer.chat_template, dtype=torch.bfloat16)
+    out = r.generate(prompts(r), 2, SamplingParams(max_new_tokens=6, temperature=1.0), seed=0)
+    assert len(out) == 8 and all(c.token_ids for c in out)
+    assert next(r.copy.model.parameters()).dtype == torch.bfloat16
+    assert next(model.parameters()).dtype == torch.float32  # the policy itself is untouched
+    ids = prompts(r)[0]
+    merged = copy.deepcopy(model).merge_and_unload()  # peft's own merge; its parameters (not buffers) in bf16
+    for param in merged.parameters():
+        param.data = param.data.to(torch.bfloat16)
+    torch.testing.assert_close(_policy_logits(r.copy.model, ids), _policy_logits(merged, ids), atol=1e-3, rtol=1e-3)
+    fp32 = _policy_logits(model, ids)
+    assert torch.corrcoef(torch.stack([_policy_logits(r.copy.model, ids).flatten(), fp32.flatten()]))[0, 1] > 0.99

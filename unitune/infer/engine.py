@@ -255,6 +255,45 @@ class Engine:
         requests = [self.submit(self._ids(p), params, adapter=adapter) for p in prompts]
         return [r.result() for r in requests]
 
+    def generate_groups(self, prompts: list[list[int]], n: int, params: list[SamplingParams],
+                        shared_prefix: bool = True) -> list[Completion]:
+        """n completions of each prompt, grouped [p0c0, p0c1, ..., p1c0, ...], one SamplingParams per
+        completion (their seeds fix the draws), computed in the calling thread (the background worker
+        is not used; RL rollouts call this with gradients off).
+
+        Shared prefix: each prompt is prefilled once; its KV-cache rows, attention mask, positions and
+        last logits are repeated n times before the first token is sampled, so a group's n generations
+        decode together without encoding the prompt n times. `shared_prefix=False` prefills every copy
+        on its own (the same samples under greedy decoding)."""
+        import torch
+
+        if not shared_prefix:
+            prompts, n = [p for p in prompts for _ in range(n)], 1
+        for p in prompts:
+            if len(p) + 1 >= self.context_length:
+                raise PromptTooLong(f"a prompt of {len(p)} tokens leaves no room in the model's context "
+                                    f"({self.context_length})")
+        device = self.model.device
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[self.pad_id] * (width - len(p)) + list(p) for p in prompts], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        heads = [Request(p, params[0], None, sink=_drop) for p in prompts]
+        logits, cache = self._forward(ids, mask, positions, None, heads)
+        rows = [Request(p, q, None, sink=_drop) for p, q in zip((p for p in prompts for _ in range(n)), params)]
+        if n > 1:
+            index = torch.arange(len(prompts), device=device).repeat_interleave(n)
+            for layer in cache.layers:
+                if layer.keys is not None and layer.keys.numel():
+                    layer.keys, layer.values = layer.keys[index], layer.values[index]
+            logits, mask, positions = logits[index], mask[index], positions[index]
+        batch = _Batch(rows, cache, mask, positions[:, -1] + 1, None)
+        batch.next_ids = self._pick(logits, rows)
+        batch = self._after_sampling(batch)
+        while batch is not None:
+            batch = self._decode(batch)
+        return [r.completion for r in rows]
+
     def _ids(self, prompt) -> list[int]:
         if isinstance(prompt, str):
             return self.encode_text(prompt)
@@ -494,6 +533,10 @@ def _held_back(text: str, stops: list[str]) -> int:
                 longest = n
                 break
     return longest
+
+
+def _drop(event) -> None:
+    """Group generation reads results, not streams."""
 
 
 def _alive(r: Request) -> bool:

@@ -21,7 +21,7 @@ from unitune.rl.batch import completion_logps
 from unitune.rl.losses import AGGREGATIONS, aggregate, policy_loss
 from unitune.rl.presets import resolve
 from unitune.rl.rewards import build_rewards, combine
-from unitune.rl.rollout import SamplingParams, make_rollout
+from unitune.rl.rollout import DTYPES, SamplingParams, make_rollout
 
 
 class GRPOObjective:
@@ -79,7 +79,11 @@ class GRPOObjective:
                                    + "; or set --grpo.beta 0")
             reference = Reference(mode, lambda net, batch: completion_logps(net, batch, self.cfg.grpo.temperature))
             reference.prepare(model, accelerator, {}, None, 0)
-        rollout = make_rollout(self.cfg.grpo.engine, model, self.tokenizer, chat_template=self.tokenizer.chat_template)
+        dtype = self.cfg.grpo.rollout_dtype
+        if dtype == "auto":
+            dtype = "bfloat16" if self.cfg.train.mixed_precision == "bf16" else None
+        rollout = make_rollout(self.cfg.grpo.engine, model, self.tokenizer, chat_template=self.tokenizer.chat_template,
+                               dtype=DTYPES[dtype] if dtype else None)
         self.phase = GenerationPhase(cfg=self.cfg, settings=self.s, rewards=self.rewards, rollout=rollout,
                                      reference=reference, accelerator=accelerator, train_rows=rows,
                                      pad_id=rollout.engine.pad_id)

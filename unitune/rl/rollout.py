@@ -1,32 +1,38 @@
 """Rollouts: G completions per prompt from the current weights, on the one inference engine.
 
-Shared prefix: each distinct prompt is prefilled once; its KV-cache rows, attention mask,
-positions and last logits are repeated G times (`repeat_interleave`) before the first token
-is sampled, so a group's G generations decode together without re-encoding the prompt G
-times. From there the engine's own machinery runs (unitune/infer/engine.py): sampling
+Shared prefix (`Engine.generate_groups`): each distinct prompt is prefilled once and its KV
+cache repeated G times, so a group's G generations decode together without re-encoding the
+prompt. From there the engine's own machinery runs (unitune/infer/engine.py): sampling
 (temperature, top-p, top-k, one seeded generator per completion), EOS (kept in token_ids,
-which is what RL trains on, never in the text), stop strings (the text is cut at the stop
-and generation ends) and the token limit. `shared_prefix=False` prefills every copy on its
-own (for the benchmark; same samples under greedy decoding).
+which is what RL trains on, never in the text), stop strings and the token limit.
 
 Engines behind `make_rollout`:
-  hf    in-process, on the training model itself (not a copy): what the optimizer just
-        updated (with LoRA, the active adapter) is what the next rollout samples from.
-  vllm  not wired in yet: asking for it says so (and whether vLLM is installed at all);
-        `auto` picks hf.
-The engine's background worker is not used: a rollout runs synchronously in the training
-thread, with the model in eval mode (dropout off), and restores train mode after. It runs at
-the model's own dtype, outside mixed-precision autocast, which on CPU would re-cast every
-weight at every decode step.
+  hf    in-process. By default on the training model itself (not a copy): what the optimizer
+        just updated (with LoRA, the active adapter) is what the next rollout samples from.
+        With `grpo.rollout_dtype` below the model's own (auto: bf16 under
+        `train.mixed_precision bf16`), a plain copy of the policy in that dtype, refreshed
+        from the trained weights before every rollout (LoRA merged into it: W + s B A).
+        Decoding a small batch reads every weight once per token, so on CPU it is bound by
+        memory traffic: half the bytes per weight and no LoRA side products make each decode
+        step ~2x cheaper (BENCHMARKS.md), for one weight copy at the start of a rollout and
+        that dtype's copy of the weights in memory. Sampling in bf16 while training scores in
+        fp32 / autocast is the usual rollout-engine mismatch (as with vLLM); on-policy GRPO's
+        ratio is computed from the training model's own log-probs, so it stays exact.
+  vllm  not wired in: asking for it says so (and whether vLLM is installed at all); `auto`
+        picks hf.
+A rollout runs synchronously in the training thread, with the model in eval mode (dropout
+off), outside mixed-precision autocast (which on CPU would re-cast every weight at every
+decode step).
 """
 
-import dataclasses
 import importlib.util
 
 import torch
 
 from unitune.errors import UnituneError
-from unitune.infer.engine import Completion, Engine, Request, SamplingParams, _Batch
+from unitune.infer.engine import Completion, Engine, PromptTooLong, SamplingParams
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def completion_seed(seed: int, prompt: int, copy: int) -> int:
@@ -34,18 +40,25 @@ def completion_seed(seed: int, prompt: int, copy: int) -> int:
 
 
 class HFRollout:
-    """Group generation on an in-process `Engine` wrapped around `model`."""
+    """Group generation on an in-process `Engine`: over `model` itself, or over a copy in `dtype`."""
 
-    def __init__(self, model, tokenizer, *, chat_template: str | None = None, max_batch_size: int = 256):
-        self.engine = Engine(model, tokenizer, chat_template=chat_template, max_batch_size=max_batch_size)
-        self.engine.adapters = []  # no per-row adapter routing: sample from the model as it is (its active adapter)
+    def __init__(self, model, tokenizer, *, chat_template: str | None = None, max_batch_size: int = 256,
+                 dtype: torch.dtype | None = None):
         self.model = model
+        net = getattr(model, "module", model)  # through DDP
+        own = next(net.parameters()).dtype
+        self.copy = PolicyCopy(net, dtype) if dtype is not None and dtype != own else None
+        self.engine = Engine(self.copy.model if self.copy else net, tokenizer, chat_template=chat_template,
+                             max_batch_size=max_batch_size)
+        self.engine.adapters = []  # no per-row adapter routing: sample from the model as it is (its active adapter)
         self.max_batch_size = max_batch_size
 
     def generate(self, prompts: list[list[int]], n: int, params: SamplingParams, *, seed: int = 0,
                  shared_prefix: bool = True) -> list[Completion]:
         """n completions per prompt, grouped: [p0c0, p0c1, ..., p1c0, ...]. Completion j of prompt i draws
         from seed completion_seed(seed, i, j), whatever else shares its batch."""
+        import dataclasses
+
         params.check()
         training = self.model.training
         self.model.eval()
@@ -53,54 +66,69 @@ class HFRollout:
         out: list[Completion] = []
         try:
             with torch.inference_mode():
+                if self.copy is not None:
+                    self.copy.refresh()
                 for start in range(0, len(prompts), per_chunk):
                     chunk = prompts[start:start + per_chunk]
-                    seeds = [completion_seed(seed, start + i, j) for i in range(len(chunk)) for j in range(n)]
-                    if shared_prefix:
-                        out += self._run(chunk, n, params, seeds)
-                    else:
-                        out += self._run([p for p in chunk for _ in range(n)], 1, params, seeds)
+                    rows = [dataclasses.replace(params, seed=completion_seed(seed, start + i, j))
+                            for i in range(len(chunk)) for j in range(n)]
+                    out += self.engine.generate_groups(chunk, n, rows, shared_prefix=shared_prefix)
+        except PromptTooLong as err:
+            raise UnituneError(f"{err}; lower data.max_length") from None
         finally:
             self.model.train(training)
         return out
 
-    def _run(self, prompts: list[list[int]], n: int, params: SamplingParams, seeds: list[int]) -> list[Completion]:
-        """Prefill `prompts` once each, repeat every row n times, then decode to the end."""
-        engine = self.engine
-        for p in prompts:
-            if len(p) + 1 >= engine.context_length:
-                raise UnituneError(f"a prompt of {len(p)} tokens leaves no room in the model's context "
-                                   f"({engine.context_length}); lower data.max_length")
-        device = self.model.device
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([[engine.pad_id] * (width - len(p)) + list(p) for p in prompts], device=device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        heads = [Request(p, params, None, sink=_drop) for p in prompts]
-        logits, cache = engine._forward(ids, mask, positions, None, heads)
-        rows = [Request(p, dataclasses.replace(params, seed=s), None, sink=_drop)
-                for p, s in zip((p for p in prompts for _ in range(n)), seeds)]
-        if n > 1:
-            index = torch.arange(len(prompts), device=device).repeat_interleave(n)
-            for layer in cache.layers:
-                if layer.keys is not None and layer.keys.numel():
-                    layer.keys, layer.values = layer.keys[index], layer.values[index]
-            logits, mask, positions = logits[index], mask[index], positions[index]
-        batch = _Batch(rows, cache, mask, positions[:, -1] + 1, None)
-        batch.next_ids = engine._pick(logits, rows)
-        batch = engine._after_sampling(batch)
-        while batch is not None:
-            batch = engine._decode(batch)
-        return [r.completion for r in rows]
+
+class PolicyCopy:
+    """A plain transformers model in another dtype holding the policy's current weights (LoRA merged)."""
+
+    def __init__(self, policy, dtype: torch.dtype):
+        from transformers import AutoModelForCausalLM
+
+        self.policy, self.dtype = policy, dtype
+        base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+        if getattr(getattr(policy, "peft_config", {}).get("default"), "use_dora", False):
+            raise UnituneError("grpo.rollout_dtype: a DoRA policy cannot be copied into another dtype yet; "
+                               "use --grpo.rollout_dtype float32 (generate from the model itself)")
+        self.model = AutoModelForCausalLM.from_config(base.config, dtype=dtype).to(next(base.parameters()).device)
+        self.model.generation_config = base.generation_config
+        self.model.eval().requires_grad_(False)
+        self.base = base
+
+    def state(self) -> dict:
+        """The policy's weights under the plain model's names, each LoRA layer merged."""
+        from peft.tuners.lora import LoraLayer
+
+        merged = {}
+        for name, module in self.base.named_modules():
+            if isinstance(module, LoraLayer) and not module.merged:
+                weight = module.get_base_layer().weight
+                for adapter in module.active_adapters:
+                    if adapter in module.lora_A:
+                        weight = weight + module.get_delta_weight(adapter)
+                merged[name] = weight
+        state = {}
+        for key, value in self.base.state_dict(keep_vars=True).items():
+            if ".lora_" in key:
+                continue
+            owner, _, leaf = key.replace(".base_layer.", ".").rpartition(".")
+            state[key.replace(".base_layer.", ".")] = merged[owner] if leaf == "weight" and owner in merged else value
+        return state
+
+    def refresh(self) -> None:
+        missing, unexpected = self.model.load_state_dict(self.state(), strict=False)
+        tied = set(getattr(self.model, "_tied_weights_keys", None) or {})
+        if unexpected or set(missing) - tied:
+            raise UnituneError(f"grpo.rollout_dtype: the policy's weights do not map onto a plain copy "
+                               f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}); "
+                               "use --grpo.rollout_dtype float32")
 
 
-def _drop(event) -> None:
-    """Rollouts read results, not streams."""
-
-
-def make_rollout(kind: str, model, tokenizer, *, chat_template: str | None = None, max_batch_size: int = 256):
+def make_rollout(kind: str, model, tokenizer, *, chat_template: str | None = None, max_batch_size: int = 256,
+                 dtype: torch.dtype | None = None):
     if kind in ("auto", "hf"):
-        return HFRollout(model, tokenizer, chat_template=chat_template, max_batch_size=max_batch_size)
+        return HFRollout(model, tokenizer, chat_template=chat_template, max_batch_size=max_batch_size, dtype=dtype)
     if kind == "vllm":
         if importlib.util.find_spec("vllm") is None:
             raise UnituneError("grpo.engine vllm: vLLM is not installed (pip install vllm; it needs a CUDA GPU); "
