@@ -89,3 +89,26 @@ def test_reference_needs_a_mode(setup, tmp_path):
         unitune.grpo(model=str(model), data={"train": [str(data)]}, grpo={"reward": ["contains:a"]},
                      train={"max_steps": 1, "output_dir": str(tmp_path), "progress": False, "tensorboard": False},
                      **{"lora.enabled": False, "ref.mode": "none"})
+
+
+def test_two_processes(setup, tmp_path, monkeypatch):
+    """`--train.nproc 2`: each rank generates for its own prompts, rewards and lengths are reduced across
+    ranks, rank 0 alone writes; the rule reward still rises (DDP over gloo, reference a frozen copy)."""
+    tmp, model, data, _ = setup
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "run"
+    proc = cli("grpo", "--model", model, "--data.train", data, "--grpo.reward", f"{tmp}/rewards.py:hit",
+               "--grpo.num_generations", 8, "--grpo.max_completion_length", 6, "--grpo.beta", 0.01,
+               "--grpo.log_completions_every", 4, "--lora.enabled", "false", "--train.lr", "3e-2",
+               "--train.batch_size", 2, "--train.max_steps", 12, "--train.scheduler", "constant",
+               "--train.output_dir", out, "--train.progress", "false", "--train.tensorboard", "false",
+               "--train.nproc", 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout
+    rows = metrics(out)
+    assert [r["step"] for r in rows if "reward" in r] == list(range(1, 13))  # one line per step, from rank 0
+    train = [r["reward"] for r in rows if "reward" in r]
+    assert sum(train[-3:]) / 3 > sum(train[:3]) / 3 + 0.2, train
+    assert all(r["completions/max_length"] <= 6 and "kl" in r for r in rows if "reward" in r)
+    table = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
+    assert {t["step"] for t in table} == {1, 5, 9}

@@ -273,16 +273,10 @@ class Engine:
             if len(p) + 1 >= self.context_length:
                 raise PromptTooLong(f"a prompt of {len(p)} tokens leaves no room in the model's context "
                                     f"({self.context_length})")
-        device = self.model.device
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([[self.pad_id] * (width - len(p)) + list(p) for p in prompts], device=device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        heads = [Request(p, params[0], None, sink=_drop) for p in prompts]
-        logits, cache = self._forward(ids, mask, positions, None, heads)
+        logits, cache, mask, positions = self._encode([Request(p, params[0], None, sink=_drop) for p in prompts])
         rows = [Request(p, q, None, sink=_drop) for p, q in zip((p for p in prompts for _ in range(n)), params)]
         if n > 1:
-            index = torch.arange(len(prompts), device=device).repeat_interleave(n)
+            index = torch.arange(len(prompts), device=mask.device).repeat_interleave(n)
             for layer in cache.layers:
                 if layer.keys is not None and layer.keys.numel():
                     layer.keys, layer.values = layer.keys[index], layer.values[index]
@@ -353,6 +347,13 @@ class Engine:
         return out.logits[:, -1].float(), out.cache
 
     def _prefill(self, rows: list[Request]) -> _Batch:
+        logits, cache, mask, positions = self._encode(rows)
+        batch = _Batch(rows, cache, mask, positions[:, -1] + 1, None)
+        batch.next_ids = self._pick(logits, rows)
+        return self._after_sampling(batch)
+
+    def _encode(self, rows: list[Request]):
+        """One left-padded forward over the rows' prompts: last logits, cache, mask and positions."""
         import torch
 
         device = self.model.device
@@ -362,9 +363,7 @@ class Engine:
                             device=device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits, cache = self._forward(ids, mask, positions, None, rows)
-        batch = _Batch(rows, cache, mask, positions[:, -1] + 1, None)
-        batch.next_ids = self._pick(logits, rows)
-        return self._after_sampling(batch)
+        return logits, cache, mask, positions
 
     def _decode(self, batch: _Batch) -> _Batch | None:
         import torch
