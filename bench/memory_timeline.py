@@ -1,9 +1,9 @@
 """Where a unitune run's peak resident memory comes from: RSS after imports, before the first step
 (model, data, optimizer), and each step's peak (sampled every 10 ms) and what stays after it.
 
-    .venv/bin/python bench/memory_timeline.py [unitune sft flags ...]
+    .venv/bin/python bench/memory_timeline.py [extra unitune sft flags, e.g. --train.gradient_checkpointing true]
 
-Default: the benchmark's SFT LoRA workload (bench/.work/data/sft.jsonl, written by bench/run.py), 4 steps.
+The benchmark's SFT LoRA workload (bench/.work/data/sft.jsonl, written by bench/run.py), fp32, 4 steps.
 """
 
 import sys
@@ -58,10 +58,10 @@ def main(argv: list[str]) -> None:
 
     loop.Trainer.train_step = train_step
     data = ROOT / "bench/.work/data/sft.jsonl"
-    args = argv or ["sft", "--model.name", "smollm2-135m-instruct", "--data.train", str(data),
+    args = ["sft", "--model.name", "smollm2-135m-instruct", "--data.train", str(data),
                     "--data.max_length", "512", "--train.max_steps", "4", "--train.batch_size", "4",
                     "--lora.r", "8", "--lora.alpha", "16", "--train.progress", "false", "--train.plot", "false",
-                    "--train.tensorboard", "false", "--train.output_dir", "/tmp/memory-timeline"]
+                    "--train.tensorboard", "false", "--train.output_dir", "/tmp/memory-timeline", *argv]
     started = time.perf_counter()
     cli(args)
     print(f"whole run: peak {max(peak.take(), rss()):.2f} GiB, {time.perf_counter() - started:.0f} s")
