@@ -81,7 +81,8 @@ class GRPOObjective:
             reference.prepare(model, accelerator, {}, None, 0)
         dtype = self.cfg.grpo.rollout_dtype
         if dtype == "auto":
-            dtype = "bfloat16" if self.cfg.train.mixed_precision == "bf16" else None
+            bf16 = self.cfg.train.mixed_precision == "bf16" and not (self.cfg.lora.enabled and self.cfg.lora.use_dora)
+            dtype = "bfloat16" if bf16 else None
         rollout = make_rollout(self.cfg.grpo.engine, model, self.tokenizer, chat_template=self.tokenizer.chat_template,
                                dtype=DTYPES[dtype] if dtype else None)
         self.phase = GenerationPhase(cfg=self.cfg, settings=self.s, rewards=self.rewards, rollout=rollout,

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 from unitune.data.collate import IGNORE, collate
 from unitune.data.pack import pack
-from unitune.objectives.head import final_hidden, output_head, token_logps
 from unitune.data.render import render_all
+from unitune.objectives.head import final_hidden, output_head, token_logps
 
 
 class LMObjective:

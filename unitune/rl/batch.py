@@ -5,8 +5,9 @@
 A row is [left-padded prompt | completion, right-padded], so every completion starts at the
 same column and the hidden states that score it are at the T positions before it; the LM head
 runs only at the real completion tokens (unitune/objectives/head.py). position_ids count real
-tokens only, as the engine's do when sampling. The completion mask is one over the completion's tokens, EOS included (OBJECTIVES.md §5.1); with overlong filtering a
-completion cut at the token limit gets an all-zero row (it stays in its group's statistics).
+tokens only, as the engine's do when sampling. The completion mask is one over the
+completion's tokens, EOS included (OBJECTIVES.md §5.1); with overlong filtering a completion
+cut at the token limit gets an all-zero row (it stays in its group's statistics).
 """
 
 import torch

@@ -14,10 +14,11 @@ Engines behind `make_rollout`:
         from the trained weights before every rollout (LoRA merged into it: W + s B A).
         Decoding a small batch reads every weight once per token, so on CPU it is bound by
         memory traffic: half the bytes per weight and no LoRA side products make each decode
-        step ~2x cheaper (BENCHMARKS.md), for one weight copy at the start of a rollout and
+        step ~1.8x cheaper (BENCHMARKS.md), for one weight copy at the start of a rollout and
         that dtype's copy of the weights in memory. Sampling in bf16 while training scores in
-        fp32 / autocast is the usual rollout-engine mismatch (as with vLLM); on-policy GRPO's
-        ratio is computed from the training model's own log-probs, so it stays exact.
+        fp32 / autocast is the usual rollout-engine mismatch (as with vLLM): the importance
+        ratio comes from the training model's own log-probs, so the samples' bf16 origin is
+        not corrected for. DoRA policies are not copied (auto keeps them in place).
   vllm  not wired in: asking for it says so (and whether vLLM is installed at all); `auto`
         picks hf.
 A rollout runs synchronously in the training thread, with the model in eval mode (dropout
@@ -86,7 +87,6 @@ class PolicyCopy:
     def __init__(self, policy, dtype: torch.dtype):
         from transformers import AutoModelForCausalLM
 
-        self.policy, self.dtype = policy, dtype
         base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
         if getattr(getattr(policy, "peft_config", {}).get("default"), "use_dora", False):
             raise UnituneError("grpo.rollout_dtype: a DoRA policy cannot be copied into another dtype yet; "
