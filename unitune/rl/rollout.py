@@ -96,32 +96,35 @@ class PolicyCopy:
         self.model.eval().requires_grad_(False)
         self.base = base
 
-    def state(self) -> dict:
-        """The policy's weights under the plain model's names, each LoRA layer merged."""
+    def weights(self):
+        """(name in the plain model, tensor) for each of the policy's weights, each LoRA layer's merged
+        (W + its adapters' delta) one layer at a time, so no second full set of weights is built."""
         from peft.tuners.lora import LoraLayer
 
-        merged = {}
-        for name, module in self.base.named_modules():
-            if isinstance(module, LoraLayer) and not module.merged:
-                weight = module.get_base_layer().weight
-                for adapter in module.active_adapters:
-                    if adapter in module.lora_A:
-                        weight = weight + module.get_delta_weight(adapter)
-                merged[name] = weight
-        state = {}
+        lora = {name: m for name, m in self.base.named_modules() if isinstance(m, LoraLayer) and not m.merged}
         for key, value in self.base.state_dict(keep_vars=True).items():
             if ".lora_" in key:
                 continue
             owner, _, leaf = key.replace(".base_layer.", ".").rpartition(".")
-            state[key.replace(".base_layer.", ".")] = merged[owner] if leaf == "weight" and owner in merged else value
-        return state
+            if leaf == "weight" and owner in lora:
+                layer = lora[owner]
+                value = value + sum(layer.get_delta_weight(a) for a in layer.active_adapters if a in layer.lora_A)
+            yield key.replace(".base_layer.", "."), value
 
     def refresh(self) -> None:
-        missing, unexpected = self.model.load_state_dict(self.state(), strict=False)
+        """Copy the policy's current weights into the plain model, casting to its dtype."""
+        own = self.model.state_dict()  # the copy's own tensors, written in place
         tied = set(getattr(self.model, "_tied_weights_keys", None) or {})
-        if unexpected or set(missing) - tied:
-            raise UnituneError(f"grpo.rollout_dtype: the policy's weights do not map onto a plain copy "
-                               f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}); "
+        seen = set()
+        for key, value in self.weights():
+            if key not in own:
+                raise UnituneError(f"grpo.rollout_dtype: the policy's weight {key} has no place in a plain copy; "
+                                   "use --grpo.rollout_dtype float32")
+            own[key].copy_(value)
+            seen.add(key)
+        missing = set(own) - seen - tied
+        if missing:
+            raise UnituneError(f"grpo.rollout_dtype: a plain copy needs weights the policy lacks ({sorted(missing)[:3]}); "
                                "use --grpo.rollout_dtype float32")
 
 
