@@ -51,9 +51,10 @@ def main(argv: list[str]) -> None:
     def train_step(self):
         if state["step"] == 0:
             print(f"before the first step (model, data, optimizer): {rss():.2f} GiB, peak so far {peak.take():.2f}")
+        began = time.perf_counter()
         row = original(self)
         state["step"] += 1
-        print(f"step {state['step']}: peak {peak.take():.2f} GiB, after {rss():.2f} GiB")
+        print(f"step {state['step']}: {time.perf_counter() - began:.2f} s, peak {peak.take():.2f} GiB, after {rss():.2f} GiB")
         return row
 
     loop.Trainer.train_step = train_step

@@ -27,6 +27,7 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     proc = cli(*common(data, full, "--train.max_steps", "6", "--train.save_every", "3", "--train.batch_size", "4"))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "CPU allocator keeps freed memory" in proc.stdout  # full fine-tuning on CPU: train.cpu_allocator auto
     # the run that "crashed" after step 3: only its checkpoint survives
     shutil.copytree(full / "checkpoints" / "step-3", resumed / "checkpoints" / "step-3")
     proc = cli(*common(data, resumed, "--train.max_steps", "6", "--train.batch_size", "4", "--train.resume", "latest"))

@@ -16,6 +16,7 @@ from unitune.models.load import load_model, load_tokenizer
 from unitune.models.lora import count_parameters, prepare_for_training
 from unitune.objectives import build_objective
 from unitune.templates import resolve_chat_template
+from unitune.train.allocator import cpu_allocator
 from unitune.train.loop import Trainer
 from unitune.train.metrics import plot_loss
 from unitune.train.runcard import fingerprint, save_final, write_run_card
@@ -69,7 +70,11 @@ def train_session(verb: str, cfg: Config) -> dict:
                       group_by_length=cfg.data.group_by_length and not cfg.data.packing)
     if cfg.train.resume:
         trainer.resume(cfg.train.resume)
-    metrics = trainer.fit()
+    with cpu_allocator(cfg.train.cpu_allocator, device_type=acc.device.type,
+                       full_finetune=not cfg.lora.enabled) as kept:
+        if kept:
+            acc.print("unitune: CPU allocator keeps freed memory for reuse while training (train.cpu_allocator)")
+        metrics = trainer.fit()
     acc.wait_for_everyone()
     if acc.is_main_process:
         save_final(trainer.unwrapped, tokenizer, out / "final", merge=cfg.lora.enabled and cfg.lora.merge)

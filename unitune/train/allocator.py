@@ -1,0 +1,59 @@
+"""The CPU memory allocator while training: keep freed memory for reuse, or hand it back.
+
+glibc's malloc serves every block over 32 MiB with mmap and returns it to the kernel on free,
+and trims the top of its heap whenever enough there is free. A training step allocates and
+frees the same large tensors every step — in full fine-tuning the [vocab, hidden] embedding
+gradient, its bf16 copies under autocast, every weight's gradient, the LM head's logit chunks —
+so each step takes those pages back from the kernel as fresh, zero-filled page faults: 20-30%
+of a full fine-tuning step on the benchmark machine went to the kernel (bench/memory_timeline.py,
+BENCHMARKS.md). `keep` tells malloc to serve everything from its heap and never trim it while
+training runs, so freed blocks are reused (as the CUDA caching allocator reuses them); the
+process's resident memory then stays near its peak until training ends, when the free part is
+handed back. `release` leaves glibc's defaults. `auto` keeps for full fine-tuning on CPU and
+releases with LoRA, whose steps allocate little that is large (measured: no gain, and a peak
+0.1-0.3 GiB higher from the larger heap).
+
+Only glibc has these knobs (`mallopt`); elsewhere (macOS, musl) the setting does nothing.
+"""
+
+import ctypes
+import sys
+from contextlib import contextmanager
+
+M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
+M_MMAP_MAX = -4
+_DEFAULT_TRIM_THRESHOLD = 128 * 1024  # glibc's defaults, restored after training
+_DEFAULT_MMAP_MAX = 65536
+
+
+def _glibc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)  # the process's own C library
+        libc.gnu_get_libc_version  # noqa: B018 - present in glibc only
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def keeps(mode: str, *, device_type: str, full_finetune: bool) -> bool:
+    """Whether `train.cpu_allocator` = mode keeps freed memory for this run."""
+    if mode == "auto":
+        return device_type == "cpu" and full_finetune
+    return mode == "keep"
+
+
+@contextmanager
+def cpu_allocator(mode: str, *, device_type: str, full_finetune: bool):
+    """Within the block, malloc keeps freed memory for reuse when `keeps(...)`; yields whether it does."""
+    libc = _glibc() if keeps(mode, device_type=device_type, full_finetune=full_finetune) else None
+    if libc is None or not (libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        libc.mallopt(M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+        libc.mallopt(M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+        libc.malloc_trim(0)  # hand the heap's free memory back now that training is over
