@@ -80,7 +80,7 @@ FRAMEWORKS = {
     "unitune+packing": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("sft_lora", "sft_full"),
                                  {"data.packing": "true"}, peer=False),
     # unitune's memory-saving switch (the peers' default): recompute activations in backward
-    "unitune+gc": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("sft_lora", "dpo_lora"),
+    "unitune+gc": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("sft_lora", "sft_full", "dpo_lora"),
                             {"train.gradient_checkpointing": "true"}, peer=False),
     "trl": Framework("bench/.venv-peers/bin/python", "bench/peers/trl_run.py",
                      ("sft_lora", "sft_full", "dpo_lora", "grpo_lora")),
