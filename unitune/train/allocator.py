@@ -1,7 +1,7 @@
 """The CPU memory allocator while training: keep freed memory for reuse, or hand it back.
 
 glibc's malloc serves every block over 32 MiB with mmap and returns it to the kernel on free,
-and trims the top of its heap whenever enough there is free. A training step allocates and
+and trims the top of its heap whenever enough of it is free. A training step allocates and
 frees the same large tensors every step — in full fine-tuning the [vocab, hidden] embedding
 gradient, its bf16 copies under autocast, every weight's gradient, the LM head's logit chunks —
 so each step takes those pages back from the kernel as fresh, zero-filled page faults: 20-30%
@@ -48,11 +48,12 @@ def keeps(mode: str, *, device_type: str, full_finetune: bool) -> bool:
 def cpu_allocator(mode: str, *, device_type: str, full_finetune: bool):
     """Within the block, malloc keeps freed memory for reuse when `keeps(...)`; yields whether it does."""
     libc = _glibc() if keeps(mode, device_type=device_type, full_finetune=full_finetune) else None
-    if libc is None or not (libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)):
+    if libc is None:
         yield False
         return
+    kept = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
     try:
-        yield True
+        yield kept
     finally:
         libc.mallopt(M_MMAP_MAX, _DEFAULT_MMAP_MAX)
         libc.mallopt(M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
