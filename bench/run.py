@@ -82,6 +82,9 @@ FRAMEWORKS = {
     # unitune's memory-saving switch (the peers' default): recompute activations in backward
     "unitune+gc": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("sft_lora", "sft_full", "dpo_lora"),
                             {"train.gradient_checkpointing": "true"}, peer=False),
+    # DPO as before dpo.shared_prompt: two rows per pair, the prompt computed twice (for before/after)
+    "unitune-unshared": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("dpo_lora",),
+                                  {"dpo.shared_prompt": "false"}, peer=False, default=False),
     "trl": Framework("bench/.venv-peers/bin/python", "bench/peers/trl_run.py",
                      ("sft_lora", "sft_full", "dpo_lora", "grpo_lora")),
     # TRL's packing is padding-free (position_ids only): exact with flash-attention kernels, not with CPU sdpa

@@ -76,14 +76,16 @@ class PadTokenizer:
     pad_token_id = 0
 
 
+@pytest.mark.parametrize("shared,shape", [(True, (2, 9)), (False, (4, 5))])
 @pytest.mark.parametrize("losses,expected", [(["sigmoid"], 0.6784596180), (["ipo"], 23.5502777778),
                                              (["sigmoid", "sft"], 1.2184596180)])
-def test_objective_forward_path_matches(losses, expected):
-    cfg = build([("", {"dpo.loss": losses, "ref.mode": "precompute"})])
+def test_objective_forward_path_matches(losses, expected, shared, shape):
+    """Both layouts: one row per pair (these sides share no prefix: [chosen | rejected]), or two."""
+    cfg = build([("", {"dpo.loss": losses, "ref.mode": "precompute", "dpo.shared_prompt": shared})])
     objective = DPOObjective(cfg, PadTokenizer())
     rows, model = stub_batch()
     batch = objective.collate(rows)
-    assert objective.count(batch) == 2 and batch["input_ids"].shape == (4, 5)
+    assert objective.count(batch) == 2 and batch["input_ids"].shape == shape
     loss, metrics = objective.loss(model, batch)
     assert float(loss.detach()) / 2 == pytest.approx(expected, abs=1e-6)
     assert float(metrics["logps/chosen"]) / 2 == pytest.approx(-1.35, abs=1e-6)

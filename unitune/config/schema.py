@@ -89,6 +89,7 @@ class DpoConfig:
     beta: float = 0.1  # strength of the preference (IPO: tau; ORPO: lambda)
     label_smoothing: float = 0.0  # robust (rDPO): assumed fraction of flipped labels, in [0, 0.5)
     gamma: float = 0.5  # SimPO: target reward margin
+    shared_prompt: bool = True  # one row per pair, [prompt | chosen | rejected]: the prompt goes through the model once
 
 
 @dataclass

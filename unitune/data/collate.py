@@ -7,6 +7,9 @@ across a feature boundary. Packed rows get a 4-D boolean block-causal mask
 `[batch, 1, q, k]` (true where query and key are in the same feature and
 key <= query); with transformers' default `sdpa` on CPU, restarting
 `position_ids` alone does not keep packed examples apart.
+
+`shared_prefix_rows` lays out sequences that start alike (a DPO pair, a GRPO group) as one
+row, the shared start computed once, with the same kind of mask.
 """
 
 import torch
@@ -49,3 +52,35 @@ def block_causal_mask(segment: torch.Tensor) -> torch.Tensor:
     real = (segment >= 0)[:, :, None]
     eye = torch.eye(width, dtype=torch.bool)
     return ((same & causal & real) | eye)[:, None]
+
+
+def shared_prefix_rows(groups: list[tuple[list[int], list[list[int]]]], pad_id: int) -> tuple[dict, list[list[int]]]:
+    """One row per group (prefix, [continuation, ...]): [prefix | continuation 1 | continuation 2 | ...].
+
+    The prefix goes through the model once for all its continuations. position_ids restart at
+    the prefix's end for every continuation, and a 4-D boolean mask `[rows, 1, q, k]` lets each
+    continuation see the prefix and itself only, so every hidden state is the one that sequence
+    would have on its own row (tests/objectives/test_pairs.py, tests/rl/test_batch.py).
+    Returns the batch (input_ids, position_ids, attention_mask) and, per group and continuation,
+    the flat index into [rows * width] of each token of prefix + continuation (see `flat_index`)."""
+    width = max(len(prefix) + sum(len(c) for c in conts) for prefix, conts in groups)
+    input_ids = torch.full((len(groups), width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((len(groups), width), dtype=torch.long)
+    part = torch.full((len(groups), width), -1, dtype=torch.long)  # 0 prefix, k+1 continuation k, -1 padding
+    index = []
+    for g, (prefix, conts) in enumerate(groups):
+        p, at, base = len(prefix), len(prefix), g * width
+        input_ids[g, :p], position_ids[g, :p], part[g, :p] = torch.tensor(prefix, dtype=torch.long), torch.arange(p), 0
+        index.append([])
+        for k, cont in enumerate(conts):
+            n = len(cont)
+            input_ids[g, at:at + n] = torch.tensor(cont, dtype=torch.long)
+            position_ids[g, at:at + n] = torch.arange(p, p + n)
+            part[g, at:at + n] = k + 1
+            index[-1].append(list(range(base, base + p)) + list(range(base + at, base + at + n)))
+            at += n
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    q, k = part[:, :, None], part[:, None, :]
+    visible = causal & ((k == 0) | (q == k)) & (q >= 0) & (k >= 0)
+    mask = visible | torch.eye(width, dtype=torch.bool)  # padding attends to itself (no NaN rows)
+    return {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask[:, None]}, index

@@ -14,11 +14,13 @@
 
     loss = sum_k w_k * mean over pairs of loss_k        (RPO = [sigmoid, sft] with weights [1, alpha])
 
-cpo, simpo, orpo and sft need no reference model. The batch is 2B rows, the B
-chosen then the B rejected, right-padded, in one forward (and one for the
-reference). Metrics as TRL names them: rewards/{chosen,rejected} = mean beta*s
-(beta*log pi for cpo, beta*a for simpo and orpo), rewards/accuracies (strict
->), rewards/margins, logps/{chosen,rejected} (token sums).
+cpo, simpo, orpo and sft need no reference model. The batch is one forward (and one
+for the reference): B rows [common prefix | rest of chosen | rest of rejected], so the
+prompt both sides repeat is computed once (`dpo.shared_prompt`, pairs.py), or with
+`--dpo.shared_prompt false` 2B rows, the B chosen then the B rejected, right-padded.
+Metrics as TRL names them: rewards/{chosen,rejected} = mean beta*s (beta*log pi for
+cpo, beta*a for simpo and orpo), rewards/accuracies (strict >), rewards/margins,
+logps/{chosen,rejected} (token sums).
 
 Convention [C]: the NLL term is a token mean per micro-batch, weighted by its
 pairs in the step (exactly TRL's value with one micro-batch per step).
@@ -31,7 +33,8 @@ import torch.nn.functional as F
 
 from unitune.data.collate import collate
 from unitune.errors import UnituneError, suggest
-from unitune.objectives.pairs import FitReport, check_config, fit_all, sequence_logps, side, split_ids, stack_ref
+from unitune.objectives.pairs import (FitReport, check_config, common_prefix, fit_all, sequence_logps,
+                                      shared_prefix_collate, side, split_ids, stack_ref)
 from unitune.objectives.reference import Reference, disable_dropout, resolve_mode
 
 LOSSES = {
@@ -101,6 +104,8 @@ class DPOObjective:
         self.weights = list(d.loss_weights) or [1.0] * len(d.loss)
         needed = any(name not in REFERENCE_FREE for name in d.loss)
         self.reference = Reference(resolve_mode(cfg.ref.mode, cfg.lora.enabled, needed), self.policy_logps)
+        # flash-attention kernels take no 4-D mask, which the shared rows need
+        self.shared = d.shared_prompt and not (cfg.model.attn_implementation or "").startswith("flash")
 
     def rows(self, examples: list[dict], split: str) -> tuple[list, list[str]]:
         data, report, rows = self.cfg.data, FitReport("pairs"), []
@@ -117,6 +122,11 @@ class DPOObjective:
         if split == "train":
             notes.append(f"dpo: loss {' + '.join(f'{w:g}*{n}' for n, w in zip(self.losses, self.weights))}, "
                          f"beta {self.cfg.dpo.beta}, reference: {self.reference.mode}")
+            if self.shared and rows:
+                both = sum(self.length(r) for r in rows)
+                once = sum(common_prefix(r["chosen"]["input_ids"], r["rejected"]["input_ids"]) for r in rows)
+                notes.append(f"dpo: each pair's shared prompt computed once: {once / both:.0%} fewer tokens "
+                             "through the model (--dpo.shared_prompt false: two rows per pair)")
         return rows, notes
 
     @staticmethod
@@ -124,12 +134,17 @@ class DPOObjective:
         return len(row["chosen"]["input_ids"]) + len(row["rejected"]["input_ids"])
 
     def collate(self, rows):
-        batch = collate([[r["chosen"]] for r in rows] + [[r["rejected"]] for r in rows], self.tokenizer.pad_token_id)
+        if self.shared:
+            batch = shared_prefix_collate([(r["chosen"], r["rejected"]) for r in rows], self.tokenizer.pad_token_id)
+        else:
+            batch = collate([[r["chosen"]] for r in rows] + [[r["rejected"]] for r in rows],
+                            self.tokenizer.pad_token_id)
         return {**batch, **stack_ref(rows)}
 
     @staticmethod
     def count(batch) -> int:
-        return batch["input_ids"].shape[0] // 2
+        """Pairs: a shared row is one pair, else two rows are."""
+        return batch["input_ids"].shape[0] // (1 if "score_at" in batch else 2)
 
     @staticmethod
     def policy_logps(model, batch) -> torch.Tensor:

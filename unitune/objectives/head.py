@@ -29,10 +29,22 @@ CHUNK = 256  # rows of [CHUNK, vocab] float32 logits at a time: 50 MB for a 49k 
 
 def final_hidden(model, batch) -> torch.Tensor:
     """[batch, length, hidden]: the last hidden states, after the final norm, without computing logits."""
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+    out = model(input_ids=batch["input_ids"], attention_mask=model_mask(model, batch["attention_mask"]),
                 position_ids=batch["position_ids"], output_hidden_states=True,
                 logits_to_keep=torch.empty(0, dtype=torch.long, device=batch["input_ids"].device))
     return out.hidden_states[-1]
+
+
+def model_mask(model, mask: torch.Tensor) -> torch.Tensor:
+    """A 4-D boolean mask (packed or shared-prefix rows) as the model's attention takes it. transformers
+    passes a 4-D mask through untouched, and its eager attention *adds* it to the scores, so there
+    it must be additive (0 where seen, the dtype's minimum elsewhere); sdpa takes it as it is."""
+    config = getattr(getattr(model, "module", model), "config", None)
+    if mask.dim() != 4 or mask.dtype != torch.bool or getattr(config, "_attn_implementation", None) != "eager":
+        return mask
+    dtype = torch.get_autocast_dtype("cpu" if mask.device.type == "cpu" else mask.device.type) \
+        if torch.is_autocast_enabled(mask.device.type) else next(model.parameters()).dtype
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
 
 
 def output_head(model):

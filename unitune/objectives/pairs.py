@@ -7,6 +7,12 @@ template renders it, up to and including its end-of-turn marker (found by
 `render_messages`' prefix rendering, so the split is exact for any template);
 anything the template puts after it (a newline) is cut.
 
+DPO's batch holds each pair as one row, [common prefix | rest of chosen | rest of
+rejected] (`shared_prefix_collate`): the prompt, which both sides repeat, goes through
+the model once, and each side's tokens are scored from the hidden states that predict
+them (`unitune/data/collate.py`). The same sums as two separate rows
+(tests/objectives/test_pairs.py).
+
 Truncation follows `data.truncation`: `right` keeps the start (TRL's keep_start;
 the completion loses its end), `left` keeps the end (the prompt loses its
 start), `drop` drops the example. A side left without a completion token is
@@ -17,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from unitune.data.collate import IGNORE
+from unitune.data.collate import IGNORE, shared_prefix_rows
 from unitune.errors import UnituneError
 from unitune.objectives.head import final_hidden, output_head, token_logps
 from unitune.templates import render_messages
@@ -98,14 +104,56 @@ def fit_all(report: FitReport, sides: list[dict], max_length: int, truncation: s
 
 
 def sequence_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row: (sum of the log-probs of its target tokens, how many there are).
+    """Per sequence: (sum of the log-probs of its target tokens, how many there are). A sequence
+    is a row, or one side of a shared-prefix row (then chosen sides first, as two rows would be).
     The LM head runs only at target positions (unitune/objectives/head.py)."""
-    targets = batch["targets"]
-    keep = targets != IGNORE
-    logps, _ = token_logps(output_head(model), final_hidden(model, batch)[keep], targets[keep])
-    rows = torch.arange(len(targets), device=targets.device)[:, None].expand_as(targets)[keep]
-    sums = torch.zeros(len(targets), dtype=logps.dtype, device=logps.device).index_add(0, rows, logps)
-    return sums, keep.sum(1)
+    hidden = final_hidden(model, batch)
+    if "score_at" in batch:
+        targets, slot, n = batch["score_targets"], batch["score_slot"], 2 * hidden.shape[0]
+        hidden = hidden.flatten(0, 1)[batch["score_at"]]
+    else:
+        keep = batch["targets"] != IGNORE
+        targets, n = batch["targets"][keep], keep.shape[0]
+        slot = torch.arange(n, device=keep.device)[:, None].expand_as(keep)[keep]
+        hidden = hidden[keep]
+    logps, _ = token_logps(output_head(model), hidden, targets)
+    sums = torch.zeros(n, dtype=logps.dtype, device=logps.device).index_add(0, slot, logps)
+    counts = torch.zeros(n, dtype=torch.long, device=slot.device).index_add(0, slot, torch.ones_like(slot))
+    return sums, counts
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the shared start of two sides, leaving each at least one token of its own."""
+    n = 0
+    for x, y in zip(a[:min(len(a), len(b)) - 1], b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def shared_prefix_collate(pairs: list[tuple[dict, dict]], pad_id: int) -> dict:
+    """One row per (chosen, rejected) pair: [common prefix | rest of chosen | rest of rejected]
+    (`shared_prefix_rows`). A side's token t is scored from the state of its token t-1, so at the
+    prefix's end one state scores both sides' next tokens: `score_at` (flat index into
+    [B * width]), `score_targets`, `score_slot` (pair b's chosen side is b, its rejected side
+    B + b). `num_tokens` counts both sides in full, as two rows would: the tokens trained on,
+    not the ones computed."""
+    B = len(pairs)
+    prefix = [common_prefix(c["input_ids"], r["input_ids"]) for c, r in pairs]
+    batch, index = shared_prefix_rows([(c["input_ids"][:p], [c["input_ids"][p:], r["input_ids"][p:]])
+                                       for (c, r), p in zip(pairs, prefix)], pad_id)
+    at, targets, slot = [], [], []
+    for b, sides in enumerate(pairs):
+        for k, feat in enumerate(sides):
+            for t in range(1, len(feat["input_ids"])):
+                if feat["mask"][t]:
+                    at.append(index[b][k][t - 1])
+                    targets.append(feat["input_ids"][t])
+                    slot.append(k * B + b)
+    return {**batch, "score_at": torch.tensor(at, dtype=torch.long),
+            "score_targets": torch.tensor(targets, dtype=torch.long), "score_slot": torch.tensor(slot, dtype=torch.long),
+            "num_tokens": torch.tensor(sum(len(c["input_ids"]) + len(r["input_ids"]) for c, r in pairs))}
 
 
 def stack_ref(rows: list[dict]) -> dict:
