@@ -136,7 +136,7 @@ class GrpoConfig:
     max_resample: int = 3  # dynamic sampling: extra generation rounds per step at most
     mask_truncated_completions: Optional[bool] = None  # DAPO overlong filtering: no loss on completions cut at the limit
     engine: Literal["auto", "hf", "vllm"] = "auto"  # rollout engine (auto: hf, in-process)
-    shared_prefix: bool = True  # encode each prompt once and share its KV cache across its G generations
+    shared_prefix: bool = True  # each prompt computed once per group: one KV cache for its G generations, one training row [prompt | completions]
     rollout_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # generate from a copy in this dtype (auto: bfloat16 under train.mixed_precision bf16, else the model itself)
     log_completions_every: int = 10  # write sampled completions to completions.jsonl every N steps (0: never)
     log_completions_count: int = 8  # completions per table

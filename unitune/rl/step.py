@@ -58,6 +58,8 @@ class GenerationPhase:
     def __init__(self, *, cfg, settings, rewards, rollout, reference, accelerator, train_rows, pad_id):
         self.cfg, self.s, self.rewards, self.rollout = cfg, settings, rewards, rollout
         self.reference, self.acc, self.train_rows, self.pad_id = reference, accelerator, train_rows, pad_id
+        # one row per group in the training forward; flash-attention kernels take no 4-D mask, which it needs
+        self.shared_rows = cfg.grpo.shared_prefix and not (cfg.model.attn_implementation or "").startswith("flash")
         g = cfg.grpo
         self.g, self.temperature = g.num_generations, g.temperature
         self.params = SamplingParams(max_new_tokens=g.max_completion_length, temperature=g.temperature,
@@ -135,7 +137,8 @@ class GenerationPhase:
             batch = build_batch([samples.rows[i]["prompt_ids"] for i in part],
                                 [samples.completions[i].token_ids for i in part],
                                 [samples.completions[i].finish_reason == "length" for i in part],
-                                pad_id=self.pad_id, mask_truncated=s.mask_truncated_completions)
+                                pad_id=self.pad_id, mask_truncated=s.mask_truncated_completions,
+                                shared=self.shared_rows)
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.no_grad(), self.acc.autocast():
                 if need_old:
