@@ -159,10 +159,10 @@ class DPOObjective:
                                self.cfg.train.batch_size, cache, self.cfg.model.name)
 
     def loss(self, model, batch):
+        ref = self.reference(model, batch)  # first: its forward's memory is free before the policy's graph exists
         logps, counts = sequence_logps(model, batch)
         logp_w, logp_l = logps.chunk(2)
         n_w, n_l = counts.chunk(2)
-        ref = self.reference(model, batch)
         ref_w, ref_l = (ref[:, 0], ref[:, 1]) if ref is not None else (torch.zeros_like(logp_w),) * 2
         d = self.cfg.dpo
         pairs = Pairs(logp_w, logp_l, ref_w, ref_l, n_w, n_l, d.beta, d.label_smoothing, d.gamma)

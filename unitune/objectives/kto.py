@@ -138,12 +138,14 @@ class KTOObjective:
                                self.cfg.model.name)
 
     def loss(self, model, batch):
-        logp, _ = sequence_logps(model, batch)
-        logp_kl = torch.zeros_like(logp)
+        # the no-grad forwards first: their memory is free before the policy's graph exists
+        ref = self.reference(model, batch)
+        logp_kl = None
         if self.cfg.kto.loss == "kto":
             with torch.no_grad():
                 logp_kl, _ = sequence_logps(model, {k[3:]: v for k, v in batch.items() if k.startswith("kl_")})
-        ref = self.reference(model, batch)
+        logp, _ = sequence_logps(model, batch)
+        logp_kl = torch.zeros_like(logp) if logp_kl is None else logp_kl
         ref = ref.to(logp.dtype) if ref is not None else torch.zeros(len(logp), 2, dtype=logp.dtype, device=logp.device)
         k = self.cfg.kto
         return kto_loss(logp, ref[:, 0], logp_kl, ref[:, 1], batch["label"], k.beta, k.desirable_weight,
