@@ -61,8 +61,8 @@ def shared_prefix_rows(groups: list[tuple[list[int], list[list[int]]]], pad_id: 
     the prefix's end for every continuation, and a 4-D boolean mask `[rows, 1, q, k]` lets each
     continuation see the prefix and itself only, so every hidden state is the one that sequence
     would have on its own row (tests/objectives/test_pairs.py, tests/rl/test_batch.py).
-    Returns the batch (input_ids, position_ids, attention_mask) and, per group and continuation,
-    the flat index into [rows * width] of each token of prefix + continuation (see `flat_index`)."""
+    Returns the batch (input_ids, position_ids, attention_mask) and `index[g][k]`: for each token
+    of the sequence prefix + continuation k of group g, its flat position in [rows * width]."""
     width = max(len(prefix) + sum(len(c) for c in conts) for prefix, conts in groups)
     input_ids = torch.full((len(groups), width), pad_id, dtype=torch.long)
     position_ids = torch.zeros((len(groups), width), dtype=torch.long)

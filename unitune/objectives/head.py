@@ -42,8 +42,8 @@ def model_mask(model, mask: torch.Tensor) -> torch.Tensor:
     config = getattr(getattr(model, "module", model), "config", None)
     if mask.dim() != 4 or mask.dtype != torch.bool or getattr(config, "_attn_implementation", None) != "eager":
         return mask
-    dtype = torch.get_autocast_dtype("cpu" if mask.device.type == "cpu" else mask.device.type) \
-        if torch.is_autocast_enabled(mask.device.type) else next(model.parameters()).dtype
+    device = mask.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else next(model.parameters()).dtype
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
 
 
