@@ -80,7 +80,8 @@ FRAMEWORKS = {
     "unitune+packing": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("sft_lora", "sft_full"),
                                  {"data.packing": "true"}, peer=False),
     # unitune's memory-saving switch (the peers' default): recompute activations in backward
-    "unitune+gc": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("sft_lora", "sft_full", "dpo_lora"),
+    "unitune+gc": Framework(".venv/bin/python", "bench/peers/unitune_run.py",
+                            ("sft_lora", "sft_full", "dpo_lora", "grpo_lora"),
                             {"train.gradient_checkpointing": "true"}, peer=False),
     # DPO as before dpo.shared_prompt: two rows per pair, the prompt computed twice (for before/after)
     "unitune-unshared": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("dpo_lora",),
