@@ -44,14 +44,20 @@ def collate(rows: list[list[dict]], pad_id: int) -> dict:
     return out
 
 
-def block_causal_mask(segment: torch.Tensor) -> torch.Tensor:
-    """[b, 1, q, k] bool: same feature and k <= q; padding attends only to itself (no NaN rows)."""
+def block_causal_mask(segment: torch.Tensor, prefix_seen: bool = False) -> torch.Tensor:
+    """[b, 1, q, k] bool: same feature (or, with `prefix_seen`, key in segment 0, which every
+    segment sees) and k <= q; padding (-1) attends only to itself (no NaN rows)."""
     width = segment.shape[1]
     causal = torch.ones(width, width, dtype=torch.bool).tril()
-    same = segment[:, :, None] == segment[:, None, :]
-    real = (segment >= 0)[:, :, None]
+    q, k = segment[:, :, None], segment[:, None, :]
+    seen = (q == k) | (k == 0) if prefix_seen else q == k
     eye = torch.eye(width, dtype=torch.bool)
-    return ((same & causal & real) | eye)[:, None]
+    return ((seen & causal & (q >= 0) & (k >= 0)) | eye)[:, None]
+
+
+def takes_4d_mask(attn_implementation: str | None) -> bool:
+    """Whether the model's attention honours a 4-D mask (sdpa, eager: yes; flash-attention kernels: no)."""
+    return not (attn_implementation or "").startswith("flash")
 
 
 def shared_prefix_rows(groups: list[tuple[list[int], list[list[int]]]], pad_id: int) -> tuple[dict, list[list[int]]]:
@@ -79,8 +85,5 @@ def shared_prefix_rows(groups: list[tuple[list[int], list[list[int]]]], pad_id: 
             part[g, at:at + n] = k + 1
             index[-1].append(list(range(base, base + p)) + list(range(base + at, base + at + n)))
             at += n
-    causal = torch.ones(width, width, dtype=torch.bool).tril()
-    q, k = part[:, :, None], part[:, None, :]
-    visible = causal & ((k == 0) | (q == k)) & (q >= 0) & (k >= 0)
-    mask = visible | torch.eye(width, dtype=torch.bool)  # padding attends to itself (no NaN rows)
-    return {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask[:, None]}, index
+    return {"input_ids": input_ids, "position_ids": position_ids,
+            "attention_mask": block_causal_mask(part, prefix_seen=True)}, index

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from unitune.data.collate import collate
+from unitune.data.collate import collate, takes_4d_mask
 from unitune.errors import UnituneError, suggest
 from unitune.objectives.pairs import (FitReport, check_config, common_prefix, fit_all, sequence_logps,
                                       shared_prefix_collate, side, split_ids, stack_ref)
@@ -104,8 +104,7 @@ class DPOObjective:
         self.weights = list(d.loss_weights) or [1.0] * len(d.loss)
         needed = any(name not in REFERENCE_FREE for name in d.loss)
         self.reference = Reference(resolve_mode(cfg.ref.mode, cfg.lora.enabled, needed), self.policy_logps)
-        # flash-attention kernels take no 4-D mask, which the shared rows need
-        self.shared = d.shared_prompt and not (cfg.model.attn_implementation or "").startswith("flash")
+        self.shared = d.shared_prompt and takes_4d_mask(cfg.model.attn_implementation)
 
     def rows(self, examples: list[dict], split: str) -> tuple[list, list[str]]:
         data, report, rows = self.cfg.data, FitReport("pairs"), []

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from unitune.data.collate import takes_4d_mask
 from unitune.rl import advantages as adv
 from unitune.rl.batch import build_batch, completion_logps, pad_rows
 from unitune.rl.rewards import combine, score
@@ -58,8 +59,7 @@ class GenerationPhase:
     def __init__(self, *, cfg, settings, rewards, rollout, reference, accelerator, train_rows, pad_id):
         self.cfg, self.s, self.rewards, self.rollout = cfg, settings, rewards, rollout
         self.reference, self.acc, self.train_rows, self.pad_id = reference, accelerator, train_rows, pad_id
-        # one row per group in the training forward; flash-attention kernels take no 4-D mask, which it needs
-        self.shared_rows = cfg.grpo.shared_prefix and not (cfg.model.attn_implementation or "").startswith("flash")
+        self.shared_rows = cfg.grpo.shared_prefix and takes_4d_mask(cfg.model.attn_implementation)  # one row per group
         g = cfg.grpo
         self.g, self.temperature = g.num_generations, g.temperature
         self.params = SamplingParams(max_new_tokens=g.max_completion_length, temperature=g.temperature,
