@@ -49,6 +49,7 @@ class LoraConfig:
     use_dora: bool = False
     use_rslora: bool = False
     merge: bool = False  # write final/ as merged full weights instead of an adapter folder
+    base_dtype: Literal["auto", "model"] = "auto"  # auto: under mixed precision, store the frozen base linears in the autocast dtype (what they compute in anyway); model: as loaded
 
 
 @dataclass

@@ -1,6 +1,15 @@
 """Make a loaded model trainable the way the config says: LoRA (and DoRA,
 rsLoRA) through peft, or full fine-tuning with the first layers frozen, plus
-gradient checkpointing."""
+gradient checkpointing.
+
+Under mixed precision, LoRA's frozen base linears are stored in the autocast dtype
+(`lora.base_dtype auto`). Autocast computes them in that dtype anyway, but it caches a
+cast only for weights that require grad, so a frozen fp32 weight is cast again at every
+use (and at every recomputation under checkpointing), and the cast copy is held for the
+backward pass next to the fp32 original. Stored in bf16 once, the arithmetic is the same
+and the base holds 2 bytes a weight at the step's peak instead of 4 + 2 (BENCHMARKS.md). The fp32 originals
+are what `lora.merge` needs: they are read back from the model's source before merging.
+"""
 
 import warnings
 
@@ -38,6 +47,67 @@ def add_lora(model, cfg):
         return get_peft_model(model, peft_cfg)
     except ValueError as err:
         raise UnituneError(f"lora.target_modules {targets}: {err}") from None
+
+
+def frozen_base_dtype(cfg, verb: str):
+    """The dtype to store LoRA's frozen base linears in (None: as loaded). Not for DoRA (its
+    magnitude is computed from the base weight), nor when GRPO is told to generate in fp32
+    from the training model itself."""
+    import torch
+
+    low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.mixed_precision)
+    if cfg.lora.base_dtype == "model" or not cfg.lora.enabled or cfg.lora.use_dora or low is None:
+        return None
+    if verb == "grpo" and cfg.grpo.rollout_dtype == "float32":
+        return None
+    return low
+
+
+def _frozen_base_layers(model):
+    """(name, linear) for each LoRA layer's frozen base nn.Linear, as named in the base model."""
+    import torch
+    from peft.tuners.lora import LoraLayer
+
+    tied = model.get_input_embeddings().weight
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer):
+            base = module.get_base_layer()
+            if isinstance(base, torch.nn.Linear) and not base.weight.requires_grad and base.weight is not tied:
+                yield name.removeprefix("base_model.model."), base
+
+
+def lower_frozen_base(model, dtype) -> int:
+    """Store every LoRA layer's frozen base weight (and bias) in `dtype`; the number of parameters moved.
+    Each original's pages are released as soon as it is cast, when they were mapped from the weight file."""
+    from unitune.models.load import release_mapped
+
+    moved = 0
+
+    def cast():
+        nonlocal moved
+        for _, base in _frozen_base_layers(model):
+            for p in (base.weight, base.bias):
+                if p is not None and p.dtype != dtype:
+                    original = p.data
+                    p.data = original.to(dtype)
+                    moved += p.numel()
+                    yield original
+
+    release_mapped(cast())
+    return moved
+
+
+def restore_frozen_base(model, fresh) -> None:
+    """Give the frozen base layers back the weights of `fresh` (the base model loaded again), e.g.
+    the fp32 originals before merging the adapters into them."""
+    for name, base in _frozen_base_layers(model):
+        original = fresh.get_submodule(name)
+        for p, q in ((base.weight, original.weight), (base.bias, original.bias)):
+            if p is not None:
+                if p.shape != q.shape:
+                    raise UnituneError(f"restoring {name} from the base model: shape {tuple(q.shape)}, "
+                                       f"trained with {tuple(p.shape)}")
+                p.data = q.data.to(p.device)
 
 
 def freeze_first_layers(model, n: int) -> None:

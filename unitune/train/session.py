@@ -13,7 +13,8 @@ from unitune.config import Config, to_yaml
 from unitune.data import load_splits
 from unitune.errors import UnituneError
 from unitune.models.load import load_model, load_tokenizer
-from unitune.models.lora import count_parameters, prepare_for_training
+from unitune.models.lora import (count_parameters, frozen_base_dtype, lower_frozen_base, prepare_for_training,
+                                 restore_frozen_base)
 from unitune.objectives import build_objective
 from unitune.templates import resolve_chat_template
 from unitune.train.allocator import cpu_allocator
@@ -50,17 +51,23 @@ def train_session(verb: str, cfg: Config) -> dict:
     if not rows:
         raise UnituneError("no training example is left after rendering and truncation (see the counts above)")
 
-    if hasattr(objective, "load_model"):  # e.g. rm: a sequence classifier
-        model = objective.load_model(acc)
-    else:
-        model = load_model(cfg.model.name, dtype=cfg.model.dtype, device_type=acc.device.type,
-                           attn_implementation=cfg.model.attn_implementation,
-                           trust_remote_code=cfg.model.trust_remote_code)
-    model = prepare_for_training(model, cfg.lora, cfg.train)
+    base_dtype = frozen_base_dtype(cfg, verb)
+
+    def load_base():
+        if hasattr(objective, "load_model"):  # e.g. rm: a sequence classifier
+            return objective.load_model(acc)
+        return load_model(cfg.model.name, dtype=cfg.model.dtype, device_type=acc.device.type,
+                          attn_implementation=cfg.model.attn_implementation,
+                          trust_remote_code=cfg.model.trust_remote_code)
+
+    model = prepare_for_training(load_base(), cfg.lora, cfg.train)
     trainable, total = count_parameters(model)
     acc.print(f"unitune: {cfg.model.name}: {trainable:,} of {total:,} parameters trainable "
               f"({'LoRA r=%d' % cfg.lora.r if cfg.lora.enabled else 'full fine-tuning'}), "
               f"{acc.num_processes} process(es) on {acc.device.type}")
+    if base_dtype is not None and (moved := lower_frozen_base(model, base_dtype)):
+        acc.print(f"unitune: frozen base weights stored in {str(base_dtype).removeprefix('torch.')}, the dtype "
+                  f"autocast computes them in ({moved:,} parameters; lora.base_dtype)")
 
     if hasattr(objective, "prepare"):  # e.g. a reference model, or reference log-probs precomputed
         objective.prepare(model, acc, rows, val_rows)
@@ -77,7 +84,10 @@ def train_session(verb: str, cfg: Config) -> dict:
         metrics = trainer.fit()
     acc.wait_for_everyone()
     if acc.is_main_process:
-        save_final(trainer.unwrapped, tokenizer, out / "final", merge=cfg.lora.enabled and cfg.lora.merge)
+        merge = cfg.lora.enabled and cfg.lora.merge
+        if merge and base_dtype is not None:  # merge into the original weights, not their bf16 copies
+            restore_frozen_base(trainer.unwrapped, load_base())
+        save_final(trainer.unwrapped, tokenizer, out / "final", merge=merge)
         if cfg.train.plot and trainer.log.rows:
             plot_loss(trainer.log.rows, out / "loss.png", f"unitune {verb}: {cfg.model.name}")
             if hasattr(objective, "plot"):  # the objective's own curves (grpo: reward.png)
