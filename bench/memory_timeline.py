@@ -1,11 +1,14 @@
 """Where a unitune run's peak resident memory comes from: RSS after imports, before the first step
 (model, data, optimizer), and each step's peak (sampled every 10 ms) and what stays after it.
 
-    .venv/bin/python bench/memory_timeline.py [extra unitune sft flags, e.g. --train.gradient_checkpointing true]
+    .venv/bin/python bench/memory_timeline.py [--trim] [extra unitune sft flags, e.g. --train.gradient_checkpointing true]
+
+--trim hands the heap's free pages back to the kernel after every step (glibc's malloc_trim(0)).
 
 The benchmark's SFT LoRA workload (bench/.work/data/sft.jsonl, written by bench/run.py), fp32, 4 steps.
 """
 
+import ctypes
 import sys
 import threading
 import time
@@ -48,11 +51,17 @@ def main(argv: list[str]) -> None:
     original = loop.Trainer.train_step
     state = {"step": 0}
 
+    trim = "--trim" in argv
+    argv = [a for a in argv if a != "--trim"]
+    libc = ctypes.CDLL("libc.so.6") if trim else None
+
     def train_step(self):
         if state["step"] == 0:
             print(f"before the first step (model, data, optimizer): {rss():.2f} GiB, peak so far {peak.take():.2f}")
         began = time.perf_counter()
         row = original(self)
+        if libc is not None:
+            libc.malloc_trim(0)
         state["step"] += 1
         print(f"step {state['step']}: {time.perf_counter() - began:.2f} s, peak {peak.take():.2f} GiB, after {rss():.2f} GiB")
         return row

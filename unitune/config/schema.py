@@ -68,7 +68,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0  # 0 disables clipping
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast; bf16 pays on CPUs with AMX / AVX-512 BF16
     gradient_checkpointing: bool = False
-    cpu_allocator: Literal["auto", "keep", "release"] = "auto"  # keep: reuse freed memory (no page faults); auto: keep for CPU full FT
+    cpu_allocator: Literal["auto", "keep", "release", "trim"] = "auto"  # keep: reuse freed memory (no page faults); trim: return it after every step; auto: keep for CPU full FT, trim for CPU LoRA with gradient checkpointing
     freeze_layers: int = 0  # full fine-tuning: freeze the embeddings and the first N decoder layers
     seed: int = 42
     log_every: int = 1

@@ -100,6 +100,7 @@ class Trainer:
         self.model = accelerator.prepare(model)
         self.step = 0
         self.log = MetricsLog(output_dir, cfg.tensorboard) if accelerator.is_main_process else None
+        self.after_step = None  # called after every optimizer step (e.g. the allocator's trim)
 
     @property
     def unwrapped(self):
@@ -228,6 +229,8 @@ class Trainer:
         spe = self.schedule.steps_per_epoch
         while self.step < self.total:
             row = self.train_step()
+            if self.after_step:
+                self.after_step()
             if row is None:
                 self.step += 1
                 continue

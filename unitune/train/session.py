@@ -17,7 +17,7 @@ from unitune.models.lora import (count_parameters, frozen_base_dtype, lower_froz
                                  restore_frozen_base)
 from unitune.objectives import build_objective
 from unitune.templates import resolve_chat_template
-from unitune.train.allocator import cpu_allocator
+from unitune.train.allocator import cpu_allocator, trim_heap
 from unitune.train.loop import Trainer
 from unitune.train.metrics import plot_loss
 from unitune.train.runcard import fingerprint, save_final, write_run_card
@@ -77,10 +77,13 @@ def train_session(verb: str, cfg: Config) -> dict:
                       group_by_length=cfg.data.group_by_length and not cfg.data.packing)
     if cfg.train.resume:
         trainer.resume(cfg.train.resume)
-    with cpu_allocator(cfg.train.cpu_allocator, device_type=acc.device.type,
-                       full_finetune=not cfg.lora.enabled) as kept:
-        if kept:
+    with cpu_allocator(cfg.train.cpu_allocator, device_type=acc.device.type, full_finetune=not cfg.lora.enabled,
+                       checkpointing=cfg.train.gradient_checkpointing) as allocator:
+        if allocator == "keep":
             acc.print("unitune: CPU allocator keeps freed memory for reuse while training (train.cpu_allocator)")
+        elif allocator == "trim":
+            trainer.after_step = trim_heap
+            acc.print("unitune: CPU allocator hands freed memory back after every step (train.cpu_allocator)")
         metrics = trainer.fit()
     acc.wait_for_everyone()
     if acc.is_main_process:
