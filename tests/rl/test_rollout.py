@@ -118,6 +118,8 @@ def test_policy_copy_follows_the_trained_lora_weights(lora_policy):
         _train_step_on_lora(model, seed)
         want = [c.token_ids for c in in_place.generate(p, 2, params, seed=0)]
         assert [c.token_ids for c in copied.generate(p, 2, params, seed=0)] == want
+        assert all(w.numel() == 0 for w in copied.copy.model.parameters())  # freed while the policy trains
+        copied.copy.refresh()
         ids = p[0] + want[0]
         torch.testing.assert_close(_policy_logits(copied.copy.model, ids), _policy_logits(model, ids),
                                    atol=1e-4, rtol=1e-4)
@@ -129,6 +131,7 @@ def test_bf16_rollout_copy_is_close_to_the_policy(lora_policy):
     r = HFRollout(model, tokenizer, chat_template=tokenizer.chat_template, dtype=torch.bfloat16)
     out = r.generate(prompts(r), 2, SamplingParams(max_new_tokens=6, temperature=1.0), seed=0)
     assert len(out) == 8 and all(c.token_ids for c in out)
+    r.copy.refresh()  # the weights it sampled from (freed after the rollout)
     assert next(r.copy.model.parameters()).dtype == torch.bfloat16
     assert next(model.parameters()).dtype == torch.float32  # the policy itself is untouched
     ids = prompts(r)[0]

@@ -15,7 +15,8 @@ Engines behind `make_rollout`:
         Decoding a small batch reads every weight once per token, so on CPU it is bound by
         memory traffic: half the bytes per weight and no LoRA side products make each decode
         step ~1.8x cheaper (BENCHMARKS.md), for one weight copy at the start of a rollout and
-        that dtype's copy of the weights in memory. Sampling in bf16 while training scores in
+        that dtype's copy of the weights in memory while it runs (freed again while the policy
+        trains, whose activations need the memory). Sampling in bf16 while training scores in
         fp32 / autocast is the usual rollout-engine mismatch (as with vLLM): the importance
         ratio comes from the training model's own log-probs, so the samples' bf16 origin is
         not corrected for. DoRA policies are not copied (auto keeps them in place).
@@ -77,6 +78,8 @@ class HFRollout:
         except PromptTooLong as err:
             raise UnituneError(f"{err}; lower data.max_length") from None
         finally:
+            if self.copy is not None:
+                self.copy.release()
             self.model.train(training)
         return out
 
@@ -94,6 +97,7 @@ class PolicyCopy:
         self.model = AutoModelForCausalLM.from_config(base.config, dtype=dtype).to(next(base.parameters()).device)
         self.model.generation_config = base.generation_config
         self.model.eval().requires_grad_(False)
+        self.shapes = {name: p.shape for name, p in self.model.named_parameters()}
         self.base = base
 
     def weights(self):
@@ -111,8 +115,17 @@ class PolicyCopy:
                 value = value + sum(layer.get_delta_weight(a) for a in layer.active_adapters if a in layer.lora_A)
             yield key.replace(".base_layer.", "."), value
 
+    def release(self) -> None:
+        """Free the copy's weights while the policy trains (the next refresh writes them anew): they
+        are only read during a rollout, and training's activations need the memory."""
+        for p in self.model.parameters():
+            p.data = torch.empty(0, dtype=p.dtype, device=p.device)
+
     def refresh(self) -> None:
         """Copy the policy's current weights into the plain model, casting to its dtype."""
+        for name, p in self.model.named_parameters():
+            if p.numel() == 0 and self.shapes[name].numel():
+                p.data = torch.empty(self.shapes[name], dtype=p.dtype, device=p.device)
         own = self.model.state_dict()  # the copy's own tensors, written in place
         tied = set(getattr(self.model, "_tied_weights_keys", None) or {})
         seen = set()
