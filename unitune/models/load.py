@@ -120,37 +120,38 @@ def _plain_copy(gguf_model):
     return model
 
 
-def release_mapped(tensors) -> int:
-    """Drop the resident pages of memory-mapped weights that have been replaced (e.g. cast to another
-    dtype), each as it comes from the iterable; the number of bytes released.
-
-    transformers maps safetensors files into memory, and the mapping outlives the tensors read from
-    it, so once touched their pages would count in the process's memory until it exits. Only whole
-    pages inside each tensor's bytes, and only in a file-backed mapping, are dropped: they are clean
-    copies of the file (a later read would fault them in again, unchanged). Linux only; elsewhere nothing."""
-    import ctypes
-    import mmap
+def file_mappings() -> list[tuple[int, int]]:
+    """(start, end) addresses of this process's file-backed memory mappings (Linux; elsewhere none)."""
     import sys
 
     if not sys.platform.startswith("linux"):
-        for _ in tensors:
-            pass
-        return 0
-    files = []
+        return []
+    found = []
     with open("/proc/self/maps") as maps:
         for line in maps:
             fields = line.split()
             if len(fields) >= 6 and fields[5].startswith("/") and fields[4] != "0":  # a file, with an inode
                 lo, hi = (int(x, 16) for x in fields[0].split("-"))
-                files.append((lo, hi))
+                found.append((lo, hi))
+    return found
+
+
+def release_mapped(tensor, files: list[tuple[int, int]]) -> int:
+    """Drop the resident pages of a memory-mapped weight that has been replaced (e.g. cast to another
+    dtype); the number of bytes released. `files`: `file_mappings()`.
+
+    transformers maps safetensors files into memory, and the mapping outlives the tensors read from
+    it, so once touched their pages would count in the process's memory until it exits. Only whole
+    pages inside the tensor's bytes, and only in a file-backed mapping, are dropped: they are clean
+    copies of the file (a later read would fault them in again, unchanged)."""
+    import ctypes
+    import mmap
+
+    start = tensor.data_ptr()
+    end = start + tensor.numel() * tensor.element_size()
+    lo, hi = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE, end // mmap.PAGESIZE * mmap.PAGESIZE
+    if hi <= lo or not any(a <= start and end <= b for a, b in files):
+        return 0
     madvise = ctypes.CDLL(None, use_errno=True).madvise
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    page, released = mmap.PAGESIZE, 0
-    for t in tensors:
-        start = t.data_ptr()
-        end = start + t.numel() * t.element_size()
-        lo, hi = -(-start // page) * page, end // page * page
-        if hi > lo and any(a <= start and end <= b for a, b in files):
-            if madvise(lo, hi - lo, mmap.MADV_DONTNEED) == 0:
-                released += hi - lo
-    return released
+    return hi - lo if madvise(lo, hi - lo, mmap.MADV_DONTNEED) == 0 else 0

@@ -79,21 +79,16 @@ def _frozen_base_layers(model):
 def lower_frozen_base(model, dtype) -> int:
     """Store every LoRA layer's frozen base weight (and bias) in `dtype`; the number of parameters moved.
     Each original's pages are released as soon as it is cast, when they were mapped from the weight file."""
-    from unitune.models.load import release_mapped
+    from unitune.models.load import file_mappings, release_mapped
 
-    moved = 0
-
-    def cast():
-        nonlocal moved
-        for _, base in _frozen_base_layers(model):
-            for p in (base.weight, base.bias):
-                if p is not None and p.dtype != dtype:
-                    original = p.data
-                    p.data = original.to(dtype)
-                    moved += p.numel()
-                    yield original
-
-    release_mapped(cast())
+    files, moved = file_mappings(), 0
+    for _, base in _frozen_base_layers(model):
+        for p in (base.weight, base.bias):
+            if p is not None and p.dtype != dtype:
+                original = p.data
+                p.data = original.to(dtype)
+                release_mapped(original, files)
+                moved += p.numel()
     return moved
 
 
