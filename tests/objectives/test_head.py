@@ -6,6 +6,7 @@ and through the objectives that use it (sft loss, DPO sequence log-probs, GRPO c
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from tests.conftest import random_features
 from unitune.data.collate import IGNORE, collate
@@ -131,3 +132,46 @@ def test_no_target_still_reaches_the_parameters(tiny_model):
     loss.backward()
     assert loss.item() == 0
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+class _Casts(TorchDispatchMode):
+    """Records the shape and output dtype of every cast (aten._to_copy) run inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.casts = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func is torch.ops.aten._to_copy.default:
+            self.casts.append((tuple(args[0].shape), out.dtype))
+        return out
+
+
+@pytest.mark.parametrize("grad", [True, False], ids=["frozen-head", "no-grad"])
+def test_a_frozen_head_is_cast_once_under_autocast(grad):
+    """Autocast re-casts a frozen weight at every use; token_logps casts the head once for all chunks
+    (and gives what the per-chunk casts gave)."""
+    torch.manual_seed(2)
+    head = torch.nn.Linear(32, 300, bias=False).requires_grad_(False)
+    hidden = torch.randn(50, 32, requires_grad=grad)
+    targets = torch.randint(0, 300, (50,))
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.set_grad_enabled(grad):
+        want, _ = _reference(head, hidden, targets, 1.0)
+        with _Casts() as mode:
+            got, _ = token_logps(head, hidden, targets, chunk=8)  # 7 chunks
+    assert [c for c in mode.casts if c[0] == (300, 32)] == [((300, 32), torch.bfloat16)]
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_final_hidden_does_not_run_the_lm_head(tiny_model):
+    """The decoder stack is called itself: the head is not run (not even on no rows, which under
+    autocast still cast its whole weight), and the hidden states are the model's own."""
+    batch = collate([[f] for f in random_features(3, seed=4)], pad_id=2)
+    calls = []
+    tiny_model.get_output_embeddings().register_forward_hook(lambda *_: calls.append(1))
+    hidden = final_hidden(tiny_model, batch)
+    assert not calls
+    want = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      position_ids=batch["position_ids"], output_hidden_states=True).hidden_states[-1]
+    torch.testing.assert_close(hidden, want, rtol=0, atol=0)
