@@ -143,3 +143,33 @@ def test_bf16_run_merges_into_the_fp32_base(tmp_path):
         singular = torch.linalg.svdvals((merged[name] - base[name]).double())
         assert singular[0] > 1e-4  # training moved it
         assert singular[4:].max() < 1e-5 * singular[0], name  # by a rank-4 update only
+
+
+def test_a_lowered_model_does_not_copy_layer_inputs_to_fp32():
+    """peft casts each LoRA layer's input to the adapters' fp32 and autocast casts it straight back;
+    once the base is lowered the model runs under autocast only and that round trip is off. What is
+    left: no fp32 copy of an MLP-wide activation in forward or backward (the same loss, above)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Casts(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.to_fp32 = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.ops.aten._to_copy.default and out.dtype == torch.float32:
+                self.to_fp32.append(tuple(out.shape))
+            return out
+
+    def mlp_wide_fp32_copies(model):
+        width = model.config.intermediate_size
+        with Casts() as mode:
+            step(model, torch.randint(0, 500, (2, 12), generator=torch.Generator().manual_seed(1)))
+        return [s for s in mode.to_fp32 if s[-1] == width and len(s) > 2]  # activations, not weights
+
+    kept = lora_model()
+    lowered = copy.deepcopy(kept)
+    lower_frozen_base(lowered, torch.bfloat16)
+    assert mlp_wide_fp32_copies(kept)  # the round trip the lowering removes
+    assert mlp_wide_fp32_copies(lowered) == []

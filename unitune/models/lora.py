@@ -78,7 +78,11 @@ def _frozen_base_layers(model):
 
 def lower_frozen_base(model, dtype) -> int:
     """Store every LoRA layer's frozen base weight (and bias) in `dtype`; the number of parameters moved.
-    Each original's pages are released as soon as it is cast, when they were mapped from the weight file."""
+    Each original's pages are released as soon as it is cast, when they were mapped from the weight file.
+
+    The model then runs under autocast only, so peft's own cast of each layer's input to the adapters'
+    float32 is turned off: autocast undid it at once (the down projection's bf16 input was copied to
+    fp32 and straight back, and both copies' gradients cast back in backward)."""
     from unitune.models.load import file_mappings, release_mapped
 
     files, moved = file_mappings(), 0
@@ -89,6 +93,9 @@ def lower_frozen_base(model, dtype) -> int:
                 p.data = original.to(dtype)
                 release_mapped(original, files)
                 moved += p.numel()
+    for module in model.modules():
+        if hasattr(module, "cast_input_dtype_enabled"):  # peft's tuner layers
+            module.cast_input_dtype_enabled = False
     return moved
 
 
