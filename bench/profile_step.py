@@ -2,6 +2,9 @@
 
     .venv/bin/python bench/profile_step.py sft_lora            # fp32, unpadded batches of 4
     .venv/bin/python bench/profile_step.py sft_full --precision bf16 --packing
+    .venv/bin/python bench/profile_step.py sft_lora --precision bf16 --train.gradient_checkpointing true
+
+Other arguments are passed to unitune's CLI as they are.
 
 The loop's phases are labelled (collate, forward+loss, backward, clip, optimizer) by wrapping them
 from outside; the table shows those ranges and the top operators by self time. Steps before
@@ -28,8 +31,9 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=3, help="steps profiled")
     p.add_argument("--data", default=str(HERE / ".work" / "data"))
     p.add_argument("--rows", type=int, default=30)
+    p.add_argument("--shape-rows", type=int, default=15, help="rows of the table by input shape")
     p.add_argument("--trace", default="", help="write a Chrome trace here")
-    args = p.parse_args()
+    args, extra = p.parse_known_args()
 
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
@@ -44,7 +48,7 @@ def main() -> int:
             "lora": None if args.task == "sft_full" else {"r": 8, "alpha": 16}, "beta": 0.1,
             "options": {"data.packing": "true"} if args.packing else {}}
     _, cli_args = flags(spec)
-    cli_args += ["--train.tensorboard", "false", "--train.plot", "false"]
+    cli_args += ["--train.tensorboard", "false", "--train.plot", "false", *extra]
 
     state = {"step": 0, "prof": None, "times": []}
     original_step = loop.Trainer.train_step
@@ -99,7 +103,7 @@ def report(prof, times, args) -> None:
                 print(f"  {name:14s} {e.cpu_time_total / 1e6:8.2f}s  {100 * e.cpu_time_total / total:5.1f}%")
     print()
     print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=48))
-    print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=15,
+    print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=args.shape_rows,
                                                              max_name_column_width=40, max_shapes_column_width=70))
     if args.trace:
         prof.export_chrome_trace(args.trace)
