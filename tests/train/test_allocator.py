@@ -80,3 +80,32 @@ def test_trim_hands_the_heaps_free_pages_back():
     """Freed blocks in the middle of the heap stay resident under glibc's defaults; trim returns them."""
     out = subprocess.run([sys.executable, "-c", TRIM], capture_output=True, text=True, check=True)
     assert int(out.stdout) > 200 * 2**20, out.stdout  # most of the 250 MiB freed
+
+
+KERNELS = """
+import os, sys, torch
+from unitune.train.allocator import cap_kernel_cache
+
+os.environ.pop("ONEDNN_PRIMITIVE_CACHE_CAPACITY", None)
+if sys.argv[1] == "cap":
+    assert cap_kernel_cache(1)
+    assert not cap_kernel_cache(5)  # set already: left alone
+os.environ["ONEDNN_VERBOSE"] = "all"
+a, b = torch.randn(64, 64, dtype=torch.bfloat16), torch.randn(32, 64, dtype=torch.bfloat16)
+for x in (a, b, a):  # the first shape again after a second one
+    x @ a
+"""
+
+
+def test_the_kernel_cache_cap_takes_effect_when_set_before_the_first_matmul():
+    """oneDNN builds a kernel per bf16 matmul shape; capped at 1, a shape seen two kernels ago is
+    built again (a cache miss), where by default it is found."""
+    def lookups(mode):
+        out = subprocess.run([sys.executable, "-c", KERNELS, mode], capture_output=True, text=True, check=True)
+        return [word.split(":")[1] for word in out.stdout.split(",") if word.startswith("create:cache_")]
+
+    default = lookups("default")
+    if len(default) != 3:
+        pytest.skip("bf16 matmuls do not run through oneDNN on this CPU")
+    assert default == ["cache_miss", "cache_miss", "cache_hit"]
+    assert lookups("cap") == ["cache_miss", "cache_miss", "cache_miss"]

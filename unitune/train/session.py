@@ -17,7 +17,7 @@ from unitune.models.lora import (count_parameters, frozen_base_dtype, lower_froz
                                  restore_frozen_base)
 from unitune.objectives import build_objective
 from unitune.templates import resolve_chat_template
-from unitune.train.allocator import cpu_allocator, trim_heap
+from unitune.train.allocator import cap_kernel_cache, cpu_allocator, trim_heap
 from unitune.train.loop import Trainer
 from unitune.train.metrics import plot_loss
 from unitune.train.runcard import fingerprint, save_final, write_run_card
@@ -29,6 +29,7 @@ def train_session(verb: str, cfg: Config) -> dict:
     from accelerate.utils import set_seed
 
     started = time.perf_counter()
+    cap_kernel_cache()  # before any matmul runs
     AcceleratorState._reset_state()  # several runs in one process (the Python API) may differ in precision
     acc = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=_no_gpu())
     set_seed(cfg.train.seed)
