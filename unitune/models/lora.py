@@ -1,6 +1,6 @@
 """Make a loaded model trainable the way the config says: LoRA (and DoRA,
 rsLoRA) through peft, or full fine-tuning with the first layers frozen, plus
-gradient checkpointing.
+gradient checkpointing and the leaner SwiGLU backward (models/swiglu.py).
 
 Under mixed precision, LoRA's frozen base linears are stored in the autocast dtype
 (`lora.base_dtype auto`). Autocast computes them in that dtype anyway, but it caches a
@@ -21,6 +21,9 @@ warnings.filterwarnings("ignore", message=r".*(is_gradient_checkpointing|gradien
 
 
 def prepare_for_training(model, lora_cfg, train_cfg):
+    from unitune.models.swiglu import fuse_swiglu
+
+    fuse_swiglu(model)  # one activation fewer kept per MLP, the same gradients
     if train_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
