@@ -30,3 +30,23 @@ def random_features(n: int, seed: int = 0, lo: int = 4, hi: int = 40, vocab: int
         mask[-1] = 1
         feats.append({"input_ids": ids, "mask": mask})
     return feats
+
+
+def recording_casts():
+    """A dispatch mode that records every cast (aten._to_copy) run inside it as (input shape, output dtype)
+    in its `.casts`, e.g. to check what autocast or peft copies."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Casts(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.casts = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.ops.aten._to_copy.default:
+                self.casts.append((tuple(args[0].shape), out.dtype))
+            return out
+
+    return Casts()

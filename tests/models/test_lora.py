@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from tests.conftest import recording_casts
 from tests.e2e.helpers import chat_rows, cli, write_jsonl
 from unitune.config import Config, LoraConfig, TrainConfig
 from unitune.models.load import load_model
@@ -149,24 +150,12 @@ def test_a_lowered_model_does_not_copy_layer_inputs_to_fp32():
     """peft casts each LoRA layer's input to the adapters' fp32 and autocast casts it straight back;
     once the base is lowered the model runs under autocast only and that round trip is off. What is
     left: no fp32 copy of an MLP-wide activation in forward or backward (the same loss, above)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Casts(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.to_fp32 = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            if func is torch.ops.aten._to_copy.default and out.dtype == torch.float32:
-                self.to_fp32.append(tuple(out.shape))
-            return out
-
     def mlp_wide_fp32_copies(model):
         width = model.config.intermediate_size
-        with Casts() as mode:
+        with recording_casts() as mode:
             step(model, torch.randint(0, 500, (2, 12), generator=torch.Generator().manual_seed(1)))
-        return [s for s in mode.to_fp32 if s[-1] == width and len(s) > 2]  # activations, not weights
+        return [shape for shape, dtype in mode.casts  # activations, not weights
+                if dtype == torch.float32 and shape[-1] == width and len(shape) > 2]
 
     kept = lora_model()
     lowered = copy.deepcopy(kept)

@@ -6,9 +6,8 @@ and through the objectives that use it (sft loss, DPO sequence log-probs, GRPO c
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
-from tests.conftest import random_features
+from tests.conftest import random_features, recording_casts
 from unitune.data.collate import IGNORE, collate
 from unitune.objectives.head import final_hidden, output_head, token_logps
 
@@ -134,20 +133,6 @@ def test_no_target_still_reaches_the_parameters(tiny_model):
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
-class _Casts(TorchDispatchMode):
-    """Records the shape and output dtype of every cast (aten._to_copy) run inside it."""
-
-    def __init__(self):
-        super().__init__()
-        self.casts = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if func is torch.ops.aten._to_copy.default:
-            self.casts.append((tuple(args[0].shape), out.dtype))
-        return out
-
-
 @pytest.mark.parametrize("grad", [True, False], ids=["frozen-head", "no-grad"])
 def test_a_frozen_head_is_cast_once_under_autocast(grad):
     """Autocast re-casts a frozen weight at every use; token_logps casts the head once for all chunks
@@ -158,7 +143,7 @@ def test_a_frozen_head_is_cast_once_under_autocast(grad):
     targets = torch.randint(0, 300, (50,))
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.set_grad_enabled(grad):
         want, _ = _reference(head, hidden, targets, 1.0)
-        with _Casts() as mode:
+        with recording_casts() as mode:
             got, _ = token_logps(head, hidden, targets, chunk=8)  # 7 chunks
     assert [c for c in mode.casts if c[0] == (300, 32)] == [((300, 32), torch.bfloat16)]
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)

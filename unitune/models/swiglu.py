@@ -1,12 +1,11 @@
 """The SwiGLU MLP (Llama, Qwen2/3, Mistral, SmolLM: down(silu(gate(x)) * up(x))) keeping two of its
-three 1536-wide activations for backward.
+three intermediate-width activations for backward.
 
 Autograd through `silu(g) * u` keeps g (for SiLU's backward), silu(g) and u (for the product's);
 `silu_mul` keeps g and u and computes silu(g) again in backward, where it is needed once. The
 backward runs the same operations autograd would, so gradients are bit-identical
-(tests/models/test_swiglu.py); the cost is one SiLU per MLP in backward. For SmolLM2-135M that is
-1536 of the ~14,000 activation values a token keeps per layer (bf16 LoRA: 71 MiB of 908 for a batch
-of 812 tokens; BENCHMARKS.md).
+(tests/models/test_swiglu.py); the cost is one SiLU per MLP in backward. For SmolLM2-135M under
+bf16 LoRA: 71 MiB of the 853 MiB a batch of 812 tokens keeps for backward (BENCHMARKS.md).
 """
 
 import types

@@ -49,7 +49,7 @@ def _decoder(model):
         return None
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder = lm.get_decoder() if hasattr(lm, "get_decoder") else None
-    return decoder if decoder is not None and decoder is not lm and hasattr(lm, "get_output_embeddings") else None
+    return decoder if decoder is not lm else None
 
 
 def model_mask(model, mask: torch.Tensor) -> torch.Tensor:
