@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from tests.conftest import random_features, recording_casts
 from unitune.data.collate import IGNORE, collate
-from unitune.objectives.head import final_hidden, output_head, token_logps
+from unitune.objectives.head import final_hidden, model_mask, output_head, token_logps
 
 
 def _reference(head, hidden, targets, temperature):
@@ -159,4 +159,22 @@ def test_final_hidden_does_not_run_the_lm_head(tiny_model):
     assert not calls
     want = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                       position_ids=batch["position_ids"], output_hidden_states=True).hidden_states[-1]
-    torch.testing.assert_close(hidden, want, rtol=0, atol=0)
+    real = batch["attention_mask"].bool()  # padding differs: it is not masked (test below)
+    torch.testing.assert_close(hidden[real], want[real], rtol=1e-6, atol=1e-6)
+
+
+def test_rows_padded_at_the_end_run_without_a_mask(tiny_model):
+    """Right-padded rows go to the model without a mask (the causal one suffices), and every real
+    token's hidden state is the one its row has alone; left padding keeps its mask."""
+    feats = random_features(3, seed=6)
+    batch = collate([[f] for f in feats], pad_id=2)
+    seen = []
+    decoder = tiny_model.get_decoder()
+    decoder.register_forward_pre_hook(lambda m, a, kw: seen.append(kw.get("attention_mask")), with_kwargs=True)
+    hidden = final_hidden(tiny_model, batch)
+    assert seen == [None] and batch["num_tokens"] < batch["input_ids"].numel()  # padded, yet no mask
+    for row, f in enumerate(feats):
+        alone = final_hidden(tiny_model, collate([[f]], pad_id=2))[0]
+        torch.testing.assert_close(hidden[row, :len(f["input_ids"])], alone, rtol=1e-5, atol=1e-5)
+    left = batch["attention_mask"].flip(-1)
+    assert model_mask(tiny_model, left) is left

@@ -52,12 +52,23 @@ def _decoder(model):
     return decoder if decoder is not lm else None
 
 
-def model_mask(model, mask: torch.Tensor) -> torch.Tensor:
-    """A 4-D boolean mask (packed or shared-prefix rows) as the model's attention takes it. transformers
-    passes a 4-D mask through untouched, and its eager attention *adds* it to the scores, so there
-    it must be additive (0 where seen, the dtype's minimum elsewhere); sdpa takes it as it is."""
+def model_mask(model, mask: torch.Tensor) -> torch.Tensor | None:
+    """The mask as the model's attention takes it.
+
+    Rows padded at the end only (a 2-D mask of ones then zeros) need none: under the causal mask a
+    real token sees only the real tokens before it, and padding is never scored. Without a mask sdpa
+    runs its causal kernel, with no [b, 1, q, k] mask built per layer and the key/value heads not
+    repeated for grouped-query attention (transformers passes `enable_gqa` only without a mask):
+    less kept for backward and ~7% less attention time on CPU (BENCHMARKS.md).
+
+    A 4-D boolean mask (packed or shared-prefix rows): transformers passes it through untouched, and its
+    eager attention *adds* it to the scores, so there it must be additive (0 where seen, the dtype's
+    minimum elsewhere); sdpa takes it as it is."""
     config = getattr(getattr(model, "module", model), "config", None)
-    if mask.dim() != 4 or mask.dtype != torch.bool or getattr(config, "_attn_implementation", None) != "eager":
+    attention = getattr(config, "_attn_implementation", None)
+    if mask.dim() == 2 and attention in ("sdpa", "eager") and bool((mask[:, 1:] <= mask[:, :-1]).all()):
+        return None
+    if mask.dim() != 4 or mask.dtype != torch.bool or attention != "eager":
         return mask
     device = mask.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else next(model.parameters()).dtype
