@@ -8,7 +8,6 @@
 The benchmark's SFT LoRA workload (bench/.work/data/sft.jsonl, written by bench/run.py), fp32, 4 steps.
 """
 
-import ctypes
 import sys
 import threading
 import time
@@ -45,6 +44,7 @@ def main(argv: list[str]) -> None:
 
     from unitune.cli import main as cli
     from unitune.train import loop
+    from unitune.train.allocator import trim_heap
 
     print(f"after imports: {rss():.2f} GiB")
     peak = Peak()
@@ -53,15 +53,14 @@ def main(argv: list[str]) -> None:
 
     trim = "--trim" in argv
     argv = [a for a in argv if a != "--trim"]
-    libc = ctypes.CDLL("libc.so.6") if trim else None
 
     def train_step(self):
         if state["step"] == 0:
             print(f"before the first step (model, data, optimizer): {rss():.2f} GiB, peak so far {peak.take():.2f}")
         began = time.perf_counter()
         row = original(self)
-        if libc is not None:
-            libc.malloc_trim(0)
+        if trim:
+            trim_heap()
         state["step"] += 1
         print(f"step {state['step']}: {time.perf_counter() - began:.2f} s, peak {peak.take():.2f} GiB, after {rss():.2f} GiB")
         return row

@@ -27,6 +27,7 @@ shapes in forward and backward), so `cap_kernel_cache` keeps 64: 1.49-1.52 GiB a
 """
 
 import ctypes
+import functools
 import os
 import sys
 from contextlib import contextmanager
@@ -49,6 +50,7 @@ def cap_kernel_cache(capacity: int = KERNEL_CACHE) -> bool:
     return True
 
 
+@functools.cache  # looked up once: trim_heap runs after every step
 def _glibc():
     if not sys.platform.startswith("linux"):
         return None
