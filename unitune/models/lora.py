@@ -21,6 +21,7 @@ warnings.filterwarnings("ignore", message=r".*(is_gradient_checkpointing|gradien
 
 
 def prepare_for_training(model, lora_cfg, train_cfg):
+    from unitune.models.shared_cast import share_input_casts
     from unitune.models.swiglu import fuse_swiglu
 
     fuse_swiglu(model)  # one activation fewer kept per MLP, the same gradients
@@ -31,9 +32,10 @@ def prepare_for_training(model, lora_cfg, train_cfg):
         if train_cfg.freeze_layers:
             raise UnituneError("train.freeze_layers is for full fine-tuning; with LoRA the base is frozen already "
                                "(pass --lora.enabled false, or drop train.freeze_layers)")
-        return add_lora(model, lora_cfg)
-    if train_cfg.freeze_layers:
+        model = add_lora(model, lora_cfg)
+    elif train_cfg.freeze_layers:
         freeze_first_layers(model, train_cfg.freeze_layers)
+    share_input_casts(model)  # under autocast: one cast of each norm output, the same gradients
     return model
 
 
