@@ -83,6 +83,9 @@ FRAMEWORKS = {
     "unitune+gc": Framework(".venv/bin/python", "bench/peers/unitune_run.py",
                             ("sft_lora", "sft_full", "dpo_lora", "grpo_lora"),
                             {"train.gradient_checkpointing": "true"}, peer=False),
+    # unitune's other memory switch: each batch as forward/backward passes of <= 600 padded tokens, same gradients
+    "unitune+split": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("sft_lora", "sft_full", "dpo_lora"),
+                               {"train.max_tokens_per_forward": "600"}, peer=False, default=False),
     # DPO as before dpo.shared_prompt: two rows per pair, the prompt computed twice (for before/after)
     "unitune-unshared": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("dpo_lora",),
                                   {"dpo.shared_prompt": "false"}, peer=False, default=False),

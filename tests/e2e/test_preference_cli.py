@@ -111,3 +111,19 @@ def test_bad_pair_is_a_one_line_error(tmp_path):
     proc = cli("dpo", "--model", "tiny-llama", "--data.train", bad, "--train.output_dir", tmp_path / "x")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "bad.jsonl:2" in proc.stderr and "'rejected'" in proc.stderr
+
+
+def test_dpo_with_a_token_budget_per_forward_trains_the_same(data, tmp_path):
+    """train.max_tokens_per_forward runs each batch of 4 pairs as forwards of one pair: same losses and
+    metrics (up to float32 summation order); KTO, whose KL estimate couples a batch's rows, refuses it."""
+    steps = ("--train.max_steps", "3", "--train.lr", "3e-3")
+    _, _, whole, _ = train("dpo", data, tmp_path / "whole", *steps)
+    proc, _, parts, _ = train("dpo", data, tmp_path / "parts", *steps, "--train.max_tokens_per_forward", "40")
+    assert "step 1 runs its 1 micro-batch(es) as 4 forward/backward passes" in proc.stdout
+    for a, b in zip(whole, parts, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5) and a["tokens"] == b["tokens"]
+        assert a["rewards/margins"] == pytest.approx(b["rewards/margins"], abs=1e-5)
+    tmp, train_file, _ = data
+    proc = cli("kto", "--model", "tiny-llama", "--data.train", train_file, "--train.max_tokens_per_forward", "40",
+               "--train.output_dir", tmp_path / "kto", "--train.progress", "false")
+    assert proc.returncode != 0 and "max_tokens_per_forward: the kto loss is not a sum" in proc.stderr

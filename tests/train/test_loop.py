@@ -9,14 +9,16 @@ from accelerate import Accelerator
 from tests.conftest import random_features
 from unitune.config import TrainConfig
 from unitune.objectives.lm import LMObjective
-from unitune.train.loop import Schedule, Trainer, epoch_batches
+from unitune.train.loop import Schedule, Trainer, epoch_batches, split_by_tokens
 
 
-def one_step(model, rows, batch_size, grad_accum, tmp_path):
+def one_step(model, rows, batch_size, grad_accum, tmp_path, objective=None, **cfg):
     cfg = TrainConfig(batch_size=batch_size, grad_accum=grad_accum, max_steps=1, lr=1e-3, progress=False,
-                      tensorboard=False, max_grad_norm=0.0)
-    trainer = Trainer(model=model, objective=LMObjective("sft", pad_id=2), rows=rows, val_rows=[], cfg=cfg,
-                      accelerator=Accelerator(cpu=True), output_dir=tmp_path)
+                      tensorboard=False, max_grad_norm=0.0, **cfg)
+    objective = objective or LMObjective("sft", pad_id=2)
+    trainer = Trainer(model=model, objective=objective, rows=rows, val_rows=[], cfg=cfg,
+                      accelerator=Accelerator(cpu=True), output_dir=tmp_path,
+                      row_lengths=[objective.length(r) for r in rows])
     grads = {}
 
     def capture():
@@ -39,6 +41,43 @@ def test_accumulation_equivalence(tiny_model, tmp_path):
     assert big["tokens"] == small["tokens"]
     for name in g_big:
         torch.testing.assert_close(g_big[name], g_small[name], atol=1e-10, rtol=1e-8, msg=name)
+
+
+def test_a_token_budget_per_forward_trains_the_same_step(tiny_model, tmp_path):
+    """train.max_tokens_per_forward runs a micro-batch of 8 as several forward/backward passes: the same loss
+    and gradients (float64, as above), from more, smaller forwards."""
+    tiny_model.double()
+    rows = [[f] for f in random_features(8, seed=1)]
+    state = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    whole, g_whole = one_step(tiny_model, rows, 8, 1, tmp_path / "a")
+    tiny_model.load_state_dict(state)
+    objective = LMObjective("sft", pad_id=2)
+    shapes = []
+    loss = objective.loss
+    objective.loss = lambda model, batch: shapes.append(tuple(batch["input_ids"].shape)) or loss(model, batch)
+    parts, g_parts = one_step(tiny_model, rows, 8, 1, tmp_path / "b", objective, max_tokens_per_forward=80)
+    assert len(shapes) > 2 and all(n * length <= 80 or n == 1 for n, length in shapes)
+    assert sum(n for n, _ in shapes) == 8
+    assert whole["loss"] == pytest.approx(parts["loss"], abs=1e-10) and whole["tokens"] == parts["tokens"]
+    for name in g_whole:
+        torch.testing.assert_close(g_whole[name], g_parts[name], atol=1e-10, rtol=1e-8, msg=name)
+
+
+def test_split_by_tokens_keeps_order_and_whole_rows():
+    lengths = [50, 40, 40, 30, 200, 10]
+    assert split_by_tokens([0, 1, 2, 3, 4, 5], lengths, 100) == [[0, 1], [2, 3], [4], [5]]
+    assert split_by_tokens([3, 5, 1], lengths, 100) == [[3, 5], [1]]
+    assert split_by_tokens([0, 1, 2, 3], lengths, 10_000) == [[0, 1, 2, 3]]
+
+
+def test_a_token_budget_is_refused_where_the_loss_couples_rows(tiny_model, tmp_path):
+    from unitune.errors import UnituneError
+
+    class Coupled(LMObjective):  # e.g. KTO: its KL reference point is estimated over the micro-batch
+        rows_independent = False
+    with pytest.raises(UnituneError, match="max_tokens_per_forward.*grad_accum"):
+        one_step(tiny_model, [[f] for f in random_features(2)], 2, 1, tmp_path, Coupled("kto", pad_id=2),
+                 max_tokens_per_forward=64)
 
 
 def test_loss_is_token_mean_over_the_step(tiny_model, tmp_path):

@@ -86,6 +86,7 @@ def dpo_loss(pairs: Pairs, losses: list[str], weights: list[float]) -> tuple[tor
 
 class DPOObjective:
     name = "dpo"
+    rows_independent = True  # the loss is a sum over rows: a micro-batch may run in parts
 
     def __init__(self, cfg, tokenizer):
         check_config(cfg, self.name)

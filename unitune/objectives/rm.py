@@ -76,6 +76,7 @@ def use_distinct_pad(tokenizer) -> None:
 
 class RMObjective:
     name = "rm"
+    rows_independent = True  # the loss is a sum over pairs: a micro-batch may run in parts
 
     def __init__(self, cfg, tokenizer):
         check_config(cfg, self.name)

@@ -13,6 +13,9 @@ GA micro-batches each see the same data as one process with GA*W.
 
 The loss of each micro-batch is its sum divided by the unit count of the whole
 step (all micro-batches, all ranks), times W because DDP averages gradients.
+So a micro-batch can also run as several forward/backward passes over parts of
+its rows (train.max_tokens_per_forward) with the same gradient, where the
+objective's loss is a sum of per-row terms (`rows_independent`).
 """
 
 import math
@@ -43,6 +46,20 @@ def epoch_batches(lengths: list[int], epoch: int, batch_size: int, seed: int, gr
     if group_by_length:
         rng.shuffle(batches)
     return batches
+
+
+def split_by_tokens(batch: list[int], lengths: list[int], budget: int) -> list[list[int]]:
+    """`batch` (row indices, in order) cut into consecutive parts of at most `budget` padded tokens
+    (rows x the longest row); a row longer than the budget is a part of its own."""
+    parts, part, longest = [], [], 0
+    for i in batch:
+        wider = max(longest, lengths[i])
+        if part and wider * (len(part) + 1) > budget:
+            parts.append(part)
+            part, wider = [], lengths[i]
+        part.append(i)
+        longest = wider
+    return parts + [part] if part else parts
 
 
 @dataclass
@@ -94,6 +111,10 @@ class Trainer:
         lengths = row_lengths or [1] * len(rows)
         self.schedule = Schedule(lengths, cfg.batch_size, cfg.grad_accum, accelerator.num_processes,
                                  cfg.seed, group_by_length, getattr(objective, "steps_per_batch", 1))
+        if cfg.max_tokens_per_forward and not getattr(objective, "rows_independent", False):
+            raise UnituneError(f"train.max_tokens_per_forward: the {objective.name} loss is not a sum of per-row terms, "
+                               "so splitting a micro-batch would change it; lower train.batch_size and raise "
+                               "train.grad_accum instead")
         self.total = total_steps(cfg, self.schedule)
         self.optimizer = build_optimizer(model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.total)
@@ -110,7 +131,14 @@ class Trainer:
     def train_step(self) -> dict | None:
         acc, model = self.acc, self.model
         model.train()
-        micro = [[self.rows[i] for i in mb] for mb in self.schedule.micro_batches(self.step, acc.process_index)]
+        micro = self.schedule.micro_batches(self.step, acc.process_index)
+        if budget := self.cfg.max_tokens_per_forward:
+            parts = [part for mb in micro for part in split_by_tokens(mb, self.schedule.lengths, budget)]
+            if self.step == 0:
+                acc.print(f"unitune: train.max_tokens_per_forward {budget}: step 1 runs its {len(micro)} "
+                          f"micro-batch(es) as {len(parts)} forward/backward passes")
+            micro = parts
+        micro = [[self.rows[i] for i in mb] for mb in micro]
         batches, step_metrics = self._make_batches(micro)
         units = self._global_sum(sum(self.objective.count(b) for b in batches))
         if units == 0:  # nothing to train on (e.g. every completion masked); still report how the batch was made
