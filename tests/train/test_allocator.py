@@ -2,6 +2,7 @@
 reused, instead of being handed back to the kernel and faulted in again page by page; with `trim`,
 the heap's free pages go back after every step."""
 
+import ctypes
 import subprocess
 import sys
 
@@ -87,9 +88,10 @@ import os, sys, torch
 from unitune.train.allocator import cap_kernel_cache
 
 os.environ.pop("ONEDNN_PRIMITIVE_CACHE_CAPACITY", None)
+os.environ.pop("LRU_CACHE_CAPACITY", None)
 if sys.argv[1] == "cap":
-    assert cap_kernel_cache(1)
-    assert not cap_kernel_cache(5)  # set already: left alone
+    assert cap_kernel_cache(1) == ["ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"]
+    assert cap_kernel_cache(5) == []  # set already: left alone
 os.environ["ONEDNN_VERBOSE"] = "all"
 a, b = torch.randn(64, 64, dtype=torch.bfloat16), torch.randn(32, 64, dtype=torch.bfloat16)
 for x in (a, b, a):  # the first shape again after a second one
@@ -109,3 +111,47 @@ def test_the_kernel_cache_cap_takes_effect_when_set_before_the_first_matmul():
         pytest.skip("bf16 matmuls do not run through oneDNN on this CPU")
     assert default == ["cache_miss", "cache_miss", "cache_hit"]
     assert lookups("cap") == ["cache_miss", "cache_miss", "cache_miss"]
+
+
+SHAPES = """
+import ctypes, os, sys, torch
+from unitune.train.allocator import KERNEL_CACHES, cap_kernel_cache
+
+for name in KERNEL_CACHES:
+    os.environ.pop(name, None)
+if sys.argv[1] == "cap":
+    cap_kernel_cache(16)
+
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+in_use = lambda: (libc.mallinfo2().uordblks + libc.mallinfo2().hblkhd) / 2**20
+w = torch.randn(256, 128, dtype=torch.bfloat16)
+torch.randn(8, 256, dtype=torch.bfloat16) @ w
+before = in_use()
+for rows in range(16, 400):  # a new length every time, as every batch has
+    torch.randn(rows, 256, dtype=torch.bfloat16) @ w
+print(in_use() - before)
+"""
+
+
+def test_capped_kernel_caches_stop_growing_with_every_new_shape():
+    """384 bf16 matmul shapes: by default both caches keep a kernel for each (~0.25 MiB apiece);
+    capped, what stays allocated afterwards does not grow with the number of shapes."""
+    try:
+        ctypes.CDLL(None).mallinfo2  # noqa: B018 - glibc >= 2.33
+    except AttributeError:
+        pytest.skip("needs glibc's mallinfo2")
+
+    def growth(mode):
+        out = subprocess.run([sys.executable, "-c", SHAPES, mode], capture_output=True, text=True, check=True)
+        return float(out.stdout)
+
+    default = growth("default")
+    if default < 50:
+        pytest.skip("bf16 matmuls do not run through oneDNN's caches on this CPU")
+    assert growth("cap") < default / 5

@@ -20,10 +20,12 @@ large (keep: no gain, a peak 0.1-0.3 GiB higher; trim: -0.2 GiB for 7-20% of the
 Only glibc has these knobs (`mallopt`); elsewhere (macOS, musl) the setting does nothing.
 
 oneDNN, which runs bf16 matmuls on CPU, builds a kernel for every new shape and caches up to 1024 of
-them. Every batch has a new length, so over a run the cache only grows: a checkpointed bf16 LoRA
-run's step peak went from 1.07 to 1.77 GiB over 33 steps. A step needs a few dozen kernels (its
-shapes in forward and backward), so `cap_kernel_cache` keeps 64: 1.49-1.52 GiB at the same speed
-(BENCHMARKS.md). An `ONEDNN_PRIMITIVE_CACHE_CAPACITY` already set is left as it is.
+them, and PyTorch's layer over it (ideep) keeps its own cache of up to 1024 more; each holds ~0.25 MiB
+per matmul shape. Every batch has a new length, so over a run both only grow: a checkpointed bf16
+LoRA run's step peak went from 1.07 to 1.77 GiB over 33 steps, and an unpacked one's memory in use
+after a step from 0.39 to 0.70 GiB over 21. A step needs a few dozen kernels (its shapes in forward
+and backward), so `cap_kernel_cache` keeps 64 in each, at the same speed (BENCHMARKS.md). A capacity
+already set in the environment (`ONEDNN_PRIMITIVE_CACHE_CAPACITY`, `LRU_CACHE_CAPACITY`) is left as it is.
 """
 
 import ctypes
@@ -38,16 +40,18 @@ _DEFAULT_TRIM_THRESHOLD = 128 * 1024  # glibc's defaults, restored after trainin
 _DEFAULT_MMAP_MAX = 65536
 
 
-KERNEL_CACHE = 64  # oneDNN kernels kept (its default: 1024)
+KERNEL_CACHE = 64  # kernels kept in each cache (their default: 1024)
+KERNEL_CACHES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY",  # oneDNN's own
+                 "LRU_CACHE_CAPACITY")  # ideep's, PyTorch's layer over oneDNN
 
 
-def cap_kernel_cache(capacity: int = KERNEL_CACHE) -> bool:
-    """Bound oneDNN's kernel cache, unless the environment sets it. oneDNN reads the variable when it
-    builds its first kernel, so this must run before the process's first bf16 matmul; False if it was set."""
-    if "ONEDNN_PRIMITIVE_CACHE_CAPACITY" in os.environ:
-        return False
-    os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = str(capacity)
-    return True
+def cap_kernel_cache(capacity: int = KERNEL_CACHE) -> list[str]:
+    """Bound oneDNN's and ideep's kernel caches, each unless the environment sets it; the variables set.
+    Both are read when the first kernel is built, so this must run before the process's first bf16 matmul."""
+    capped = [name for name in KERNEL_CACHES if name not in os.environ]
+    for name in capped:
+        os.environ[name] = str(capacity)
+    return capped
 
 
 @functools.cache  # looked up once: trim_heap runs after every step
