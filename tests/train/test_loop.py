@@ -73,6 +73,9 @@ def test_split_by_tokens_keeps_order_and_whole_rows():
 def test_a_token_budget_is_refused_where_the_loss_couples_rows(tiny_model, tmp_path):
     from unitune.errors import UnituneError
 
+    with pytest.raises(UnituneError, match="max_tokens_per_forward must be 0 .off. or positive, got -5"):
+        one_step(tiny_model, [[f] for f in random_features(2)], 2, 1, tmp_path, max_tokens_per_forward=-5)
+
     class Coupled(LMObjective):  # e.g. KTO: its KL reference point is estimated over the micro-batch
         rows_independent = False
     with pytest.raises(UnituneError, match="max_tokens_per_forward.*grad_accum"):

@@ -23,6 +23,7 @@ from unitune.objectives.head import final_hidden, output_head, token_logps
 
 class LMObjective:
     rows_independent = True  # the loss is a sum over rows: a micro-batch may run in parts
+
     def __init__(self, name: str, pad_id: int, *, tokenizer=None, cfg=None):
         self.name, self.pad_id = name, pad_id
         self.tokenizer, self.cfg = tokenizer, cfg

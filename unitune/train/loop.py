@@ -111,6 +111,8 @@ class Trainer:
         lengths = row_lengths or [1] * len(rows)
         self.schedule = Schedule(lengths, cfg.batch_size, cfg.grad_accum, accelerator.num_processes,
                                  cfg.seed, group_by_length, getattr(objective, "steps_per_batch", 1))
+        if cfg.max_tokens_per_forward < 0:
+            raise UnituneError(f"train.max_tokens_per_forward must be 0 (off) or positive, got {cfg.max_tokens_per_forward}")
         if cfg.max_tokens_per_forward and not getattr(objective, "rows_independent", False):
             raise UnituneError(f"train.max_tokens_per_forward: the {objective.name} loss is not a sum of per-row terms, "
                                "so splitting a micro-batch would change it; lower train.batch_size and raise "
