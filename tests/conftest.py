@@ -50,3 +50,30 @@ def recording_casts():
             return out
 
     return Casts()
+
+
+def loss_and_grads(model, ids, autocast=False):
+    """A causal-LM loss on `ids` and every parameter's gradient (cloned), optionally under bf16 autocast."""
+    import torch
+
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def saved_bytes(model, ids, autocast=False) -> int:
+    """Bytes of the distinct storages autograd keeps for backward in one forward."""
+    import torch
+
+    seen = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with (torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+          torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast)):
+        model(input_ids=ids, labels=ids)
+    return sum(seen.values())

@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from tests.conftest import recording_casts
+from tests.conftest import loss_and_grads, recording_casts, saved_bytes
 from unitune.config import LoraConfig, TrainConfig
 from unitune.models.load import load_model
 from unitune.models.lora import lower_frozen_base, prepare_for_training
@@ -22,27 +22,6 @@ def with_lora(model):
             if "lora_B" in n:
                 p.normal_(0, 0.05)
     return model
-
-
-def loss_and_grads(model, ids, autocast):
-    model.zero_grad()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        loss = model(input_ids=ids, labels=ids).loss
-    loss.backward()
-    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-
-def saved_bytes(model, ids) -> int:
-    """Bytes of the distinct storages autograd keeps for backward in one bf16-autocast forward."""
-    seen = {}
-
-    def pack(t):
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
-        model(input_ids=ids, labels=ids)
-    return sum(seen.values())
 
 
 IDS = torch.randint(0, 500, (2, 16), generator=torch.Generator().manual_seed(3))
@@ -92,7 +71,7 @@ def test_each_norm_output_is_cast_and_kept_once(lora):
     assert hidden_casts(shared) == hidden_casts(plain) - cfg.num_hidden_layers * (per_layer - 2)
     # kept for backward: five copies per layer before (LoRA's A or the trained weight needs each), two now
     copy_bytes = IDS.numel() * cfg.hidden_size * 2
-    assert saved_bytes(plain, IDS) - saved_bytes(shared, IDS) == cfg.num_hidden_layers * 3 * copy_bytes
+    assert saved_bytes(plain, IDS, autocast=True) - saved_bytes(shared, IDS, autocast=True) == cfg.num_hidden_layers * 3 * copy_bytes
 
 
 def test_without_autocast_nothing_changes():

@@ -6,31 +6,11 @@ import copy
 import pytest
 import torch
 
+from tests.conftest import loss_and_grads, saved_bytes
 from unitune.config import LoraConfig, TrainConfig
 from unitune.models.load import load_model
 from unitune.models.lora import prepare_for_training
 from unitune.models.swiglu import fuse_swiglu
-
-
-def saved_bytes(model, ids) -> int:
-    """Bytes of the distinct storages autograd keeps for backward in one forward."""
-    seen = {}
-
-    def pack(t):
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=ids, labels=ids)
-    return sum(seen.values())
-
-
-def loss_and_grads(model, ids, autocast):
-    model.zero_grad()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        loss = model(input_ids=ids, labels=ids).loss
-    loss.backward()
-    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
 @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
