@@ -53,12 +53,11 @@ def split_by_tokens(batch: list[int], lengths: list[int], budget: int) -> list[l
     (rows x the longest row); a row longer than the budget is a part of its own."""
     parts, part, longest = [], [], 0
     for i in batch:
-        wider = max(longest, lengths[i])
-        if part and wider * (len(part) + 1) > budget:
+        if part and max(longest, lengths[i]) * (len(part) + 1) > budget:
             parts.append(part)
-            part, wider = [], lengths[i]
+            part, longest = [], 0
         part.append(i)
-        longest = wider
+        longest = max(longest, lengths[i])
     return parts + [part] if part else parts
 
 
