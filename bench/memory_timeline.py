@@ -24,18 +24,27 @@ def rss() -> float:
     return proc.memory_info().rss / 2**30
 
 
+def in_use() -> float:
+    """What glibc's malloc has handed out and not had back (heap + mmapped blocks); RSS minus this
+    is free memory the allocator keeps."""
+    heap = psutil.heap_info()
+    return (heap.heap_used + heap.mmap_used) / 2**30
+
+
 class Peak:
     def __init__(self):
-        self.value, self.stop = rss(), threading.Event()
+        self.value, self.used, self.stop = rss(), in_use(), threading.Event()
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self):
         while not self.stop.wait(0.01):
-            self.value = max(self.value, rss())
+            self.value, self.used = max(self.value, rss()), max(self.used, in_use())
 
-    def take(self) -> float:
-        value, self.value = self.value, rss()
-        return value
+    def take(self) -> tuple[float, float]:
+        """The highest resident and in-use memory since the last take."""
+        value, used = self.value, self.used
+        self.value, self.used = rss(), in_use()
+        return value, used
 
 
 def main(argv: list[str]) -> None:
@@ -56,13 +65,15 @@ def main(argv: list[str]) -> None:
 
     def train_step(self):
         if state["step"] == 0:
-            print(f"before the first step (model, data, optimizer): {rss():.2f} GiB, peak so far {peak.take():.2f}")
+            print(f"before the first step (model, data, optimizer): {rss():.2f} GiB, peak so far {peak.take()[0]:.2f}")
         began = time.perf_counter()
         row = original(self)
         if trim:
             trim_heap()
         state["step"] += 1
-        print(f"step {state['step']}: {time.perf_counter() - began:.2f} s, peak {peak.take():.2f} GiB, after {rss():.2f} GiB")
+        step_peak, step_used = peak.take()
+        print(f"step {state['step']}: {time.perf_counter() - began:.2f} s, peak {step_peak:.2f} GiB "
+              f"({step_used:.2f} in use), after {rss():.2f} GiB ({in_use():.2f} in use)")
         return row
 
     loop.Trainer.train_step = train_step
@@ -73,7 +84,7 @@ def main(argv: list[str]) -> None:
                     "--train.tensorboard", "false", "--train.output_dir", "/tmp/memory-timeline", *argv]
     started = time.perf_counter()
     cli(args)
-    print(f"whole run: peak {max(peak.take(), rss()):.2f} GiB, {time.perf_counter() - started:.0f} s")
+    print(f"whole run: peak {max(peak.take()[0], rss()):.2f} GiB, {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":
