@@ -1,11 +1,12 @@
 """Where a unitune run's peak resident memory comes from: RSS after imports, before the first step
 (model, data, optimizer), and each step's peak (sampled every 10 ms) and what stays after it.
 
-    .venv/bin/python bench/memory_timeline.py [--trim] [extra unitune sft flags, e.g. --train.gradient_checkpointing true]
+    .venv/bin/python bench/memory_timeline.py [dpo] [--trim] [extra unitune flags, e.g. --train.gradient_checkpointing true]
 
 --trim hands the heap's free pages back to the kernel after every step (glibc's malloc_trim(0)).
 
-The benchmark's SFT LoRA workload (bench/.work/data/sft.jsonl, written by bench/run.py), fp32, 4 steps.
+The benchmark's SFT LoRA workload (bench/.work/data/sft.jsonl, written by bench/run.py; batch 4), or with
+`dpo` first its DPO LoRA workload (dpo.jsonl, batch 2); fp32, 4 steps.
 """
 
 import sys
@@ -77,11 +78,12 @@ def main(argv: list[str]) -> None:
         return row
 
     loop.Trainer.train_step = train_step
-    data = ROOT / "bench/.work/data/sft.jsonl"
-    args = ["sft", "--model.name", "smollm2-135m-instruct", "--data.train", str(data),
-                    "--data.max_length", "512", "--train.max_steps", "4", "--train.batch_size", "4",
-                    "--lora.r", "8", "--lora.alpha", "16", "--train.progress", "false", "--train.plot", "false",
-                    "--train.tensorboard", "false", "--train.output_dir", "/tmp/memory-timeline", *argv]
+    verb = argv.pop(0) if argv and argv[0] == "dpo" else "sft"
+    data = ROOT / f"bench/.work/data/{verb}.jsonl"
+    args = [verb, "--model.name", "smollm2-135m-instruct", "--data.train", str(data), "--data.max_length", "512",
+            "--train.max_steps", "4", "--train.batch_size", "2" if verb == "dpo" else "4",
+            "--lora.r", "8", "--lora.alpha", "16", "--train.progress", "false", "--train.plot", "false",
+            "--train.tensorboard", "false", "--train.output_dir", "/tmp/memory-timeline", *argv]
     started = time.perf_counter()
     cli(args)
     print(f"whole run: peak {max(peak.take()[0], rss()):.2f} GiB, {time.perf_counter() - started:.0f} s")

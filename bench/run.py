@@ -84,10 +84,12 @@ FRAMEWORKS = {
                             ("sft_lora", "sft_full", "dpo_lora", "grpo_lora"),
                             {"train.gradient_checkpointing": "true"}, peer=False),
     # unitune's other memory switch: each batch as forward/backward passes of <= 600 padded tokens, same gradients
-    "unitune+split": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("sft_lora", "sft_full", "dpo_lora"),
+    "unitune+split": Framework(".venv/bin/python", "bench/peers/unitune_run.py",
+                               ("sft_lora", "sft_full", "dpo_lora", "grpo_lora"),
                                {"train.max_tokens_per_forward": "600"}, peer=False, default=False),
     # the same activation memory in fp32 (twice bf16's bytes per token): passes of <= 300 padded tokens
-    "unitune+split300": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("sft_lora", "sft_full", "dpo_lora"),
+    "unitune+split300": Framework(".venv/bin/python", "bench/peers/unitune_run.py",
+                                  ("sft_lora", "sft_full", "dpo_lora", "grpo_lora"),
                                   {"train.max_tokens_per_forward": "300"}, peer=False, default=False),
     # DPO as before dpo.shared_prompt: two rows per pair, the prompt computed twice (for before/after)
     "unitune-unshared": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("dpo_lora",),

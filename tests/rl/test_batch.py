@@ -1,13 +1,14 @@
 """GRPO's shared rows ([prompt | completion 1 | completion 2 | ...]) score every completion token with
 the log-prob, and give the gradients, of one row per completion; groups split when a row would pass
-the row limit; the token count is the same."""
+the row limit; the token count is the same. The parts train.max_tokens_per_forward cuts a micro-batch
+into stay within its budget."""
 
 import random
 
 import pytest
 import torch
 
-from unitune.rl.batch import build_batch, completion_logps
+from unitune.rl.batch import build_batch, completion_logps, padded_tokens, split_by_tokens
 
 
 def groups(seed: int):
@@ -54,3 +55,22 @@ def test_shared_rows_equal_one_row_per_completion(attn, row_tokens):
     assert got_grads.keys() == want_grads.keys() and got_grads
     for name, grad in want_grads.items():
         assert float((got_grads[name] - grad).norm() / grad.norm()) < 1e-6, name
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_parts_keep_order_and_stay_within_the_budget(shared):
+    prompts, completions, truncated = groups(5)
+    for budget in (10, 24, 40, 10_000):
+        parts = split_by_tokens(prompts, completions, budget, shared=shared)
+        assert [i for r in parts for i in r] == list(range(len(prompts)))  # consecutive, each completion once
+        for r in parts:
+            batch = build_batch(prompts[r.start:r.stop], completions[r.start:r.stop], truncated[r.start:r.stop],
+                                pad_id=2, mask_truncated=True, shared=shared, row_tokens=min(1024, budget))
+            size = batch["input_ids"].numel()
+            assert size == padded_tokens(prompts[r.start:r.stop], completions[r.start:r.stop], shared=shared,
+                                         row_tokens=min(1024, budget))
+            assert size <= budget or len(r) == 1  # only a completion too long on its own passes the budget
+        if budget == 10_000:
+            assert len(parts) == 1
+        if budget == 24:
+            assert len(parts) > 2

@@ -34,6 +34,9 @@ class GRPOObjective:
         self.rewards = build_rewards(cfg.grpo.reward, cfg.grpo.reward_weights,
                                      {"max_completion_length": cfg.grpo.max_completion_length})
         self.loss_beta = 0.0 if self.s.kl_in_reward else self.s.beta
+        # every aggregation but bnpo (one mean per micro-batch) is a sum over completions, so the generation
+        # phase may train a micro-batch as parts (train.max_tokens_per_forward)
+        self.rows_independent = self.s.loss_type != "bnpo"
         self.phase = None
 
     # ---- rows --------------------------------------------------------------------------------

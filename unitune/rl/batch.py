@@ -56,16 +56,10 @@ def _shared_batch(prompts, completions, truncated, pad_id, mask_truncated, row_t
     n, t = len(prompts), max(1, max(len(c) for c in completions))
     completion_ids = torch.full((n, t), pad_id, dtype=torch.long)
     mask = torch.zeros((n, t), dtype=torch.float32)
-    groups, members = [], []  # (prompt, [completion, ...]) per row, and which completions it holds
-    for i, (p, c) in enumerate(zip(prompts, completions)):
+    for i, c in enumerate(completions):
         completion_ids[i, :len(c)] = torch.tensor(c, dtype=torch.long)
         mask[i, :len(c)] = 0.0 if (mask_truncated and truncated[i]) else 1.0
-        row = groups[-1] if groups else None
-        if row is None or row[0] != p or len(p) + sum(map(len, row[1])) + len(c) > row_tokens:
-            groups.append((p, []))
-            members.append([])
-        groups[-1][1].append(c)
-        members[-1].append(i)
+    groups, members = _shared_rows(prompts, completions, row_tokens)
     batch, index = shared_prefix_rows(groups, pad_id)
     at, into = [], []  # completion token j of completion i: scored from the state of the token before it
     for g, row in enumerate(members):
@@ -76,6 +70,40 @@ def _shared_batch(prompts, completions, truncated, pad_id, mask_truncated, row_t
     return {**batch, "completion_ids": completion_ids, "completion_mask": mask,
             "score_at": torch.tensor(at, dtype=torch.long), "score_into": torch.tensor(into, dtype=torch.long),
             "num_tokens": torch.tensor(sum(len(p) + len(c) for p, c in zip(prompts, completions)))}
+
+
+def _shared_rows(prompts, completions, row_tokens):
+    """(prompt, [completion, ...]) per row, and which completions each row holds: consecutive
+    completions of one prompt share a row while it stays within row_tokens."""
+    groups, members = [], []
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        row = groups[-1] if groups else None
+        if row is None or row[0] != p or len(p) + sum(map(len, row[1])) + len(c) > row_tokens:
+            groups.append((p, []))
+            members.append([])
+        groups[-1][1].append(c)
+        members[-1].append(i)
+    return groups, members
+
+
+def padded_tokens(prompts, completions, *, shared: bool, row_tokens: int = ROW_TOKENS) -> int:
+    """The size of build_batch's input_ids (rows x width) for these completions, without building it."""
+    if shared:
+        groups, _ = _shared_rows(prompts, completions, row_tokens)
+        return len(groups) * max(len(p) + sum(map(len, cs)) for p, cs in groups)
+    return len(prompts) * (max(map(len, prompts)) + max(1, max(map(len, completions))))
+
+
+def split_by_tokens(prompts, completions, budget: int, *, shared: bool) -> list[range]:
+    """Consecutive completions cut into parts whose batch (build_batch, with row_tokens at most the
+    budget) has at most `budget` padded tokens; a completion that needs more is a part of its own."""
+    parts, start, row_tokens = [], 0, min(ROW_TOKENS, budget)
+    for end in range(1, len(prompts) + 1):
+        if end - start > 1 and padded_tokens(prompts[start:end], completions[start:end], shared=shared,
+                                             row_tokens=row_tokens) > budget:
+            parts.append(range(start, end - 1))
+            start = end - 1
+    return parts + [range(start, len(prompts))] if prompts else parts
 
 
 def completion_logps(model, batch: dict, temperature: float) -> torch.Tensor:

@@ -6,8 +6,9 @@ For the prompts of one optimizer step (all of its micro-batches):
   3. DAPO dynamic sampling: drop groups whose R are all equal, generate for more prompts (drawn
      from the training rows by a seeded RNG) until the step has as many groups as it has prompts,
      at most `max_resample` extra rounds; if still short, dropped groups fill the rest (A = 0)
-  4. cut the groups into the step's micro-batches (same number of prompts each as the loop gave);
-     per micro-batch, no-grad log-probs of the sampling policy (when num_iterations > 1, or when
+  4. cut the groups into the step's micro-batches (same number of prompts each as the loop gave),
+     with train.max_tokens_per_forward each cut again into parts within that many padded tokens;
+     per micro-batch (part), no-grad log-probs of the sampling policy (when num_iterations > 1, or when
      KL goes into the reward) and of the reference (beta > 0)
   5. advantages over the whole step (advantages.py); RLOO / REINFORCE++ fold the k1 KL into
      the reward first
@@ -29,7 +30,7 @@ import torch
 
 from unitune.data.collate import takes_4d_mask
 from unitune.rl import advantages as adv
-from unitune.rl.batch import build_batch, completion_logps, pad_rows
+from unitune.rl.batch import ROW_TOKENS, build_batch, completion_logps, pad_rows, split_by_tokens
 from unitune.rl.rewards import combine, score
 from unitune.rl.rollout import SamplingParams
 
@@ -75,7 +76,7 @@ class GenerationPhase:
         prompts = [r for rows in micro_rows for r in rows]
         kept, generated, stats = self._sample(prompts, step)
         sizes = [len(rows) * self.g for rows in micro_rows]
-        batches, extra = self._batches(model, kept, sizes)
+        batches, extra = self._batches(model, kept, self._parts(kept, sizes, step))
         metrics = {**self._metrics(generated, stats), **extra}
         if self.acc.is_main_process and self.cfg.grpo.log_completions_every and (
                 step % self.cfg.grpo.log_completions_every == 0):
@@ -126,19 +127,36 @@ class GenerationPhase:
         return [k for k in range(samples.groups(self.g)) if std[k * self.g] > 1e-8]
 
     # ---- 4-5: micro-batches, reference, advantages ---------------------------------------------
-    def _batches(self, model, samples: Samples, sizes: list[int]) -> tuple[list[dict], dict]:
+    def _parts(self, samples: Samples, sizes: list[int], step: int) -> list[range]:
+        """Each micro-batch's completions; with train.max_tokens_per_forward, cut into parts of at most
+        that many padded tokens (the loss is a sum over completions, so the gradient is the same)."""
+        budget, parts, start = self.cfg.train.max_tokens_per_forward, [], 0
+        for size in sizes:
+            if budget:
+                ids = range(start, start + size)
+                cut = split_by_tokens([samples.rows[i]["prompt_ids"] for i in ids],
+                                      [samples.completions[i].token_ids for i in ids], budget, shared=self.shared_rows)
+                parts += [range(start + r.start, start + r.stop) for r in cut]
+            else:
+                parts.append(range(start, start + size))
+            start += size
+        if budget and step == 0:
+            self.acc.print(f"unitune: train.max_tokens_per_forward {budget}: step 1 trains its {len(sizes)} "
+                           f"micro-batch(es) as {len(parts)} forward/backward passes")
+        return parts
+
+    def _batches(self, model, samples: Samples, parts: list[range]) -> tuple[list[dict], dict]:
         s, device, mu = self.s, self.acc.device, self.cfg.grpo.num_iterations
         need_old = mu > 1 or (s.kl_in_reward and s.beta > 0)
         need_ref = s.beta > 0
-        batches, olds, refs, start = [], [], [], 0
-        for size in sizes:
-            part = range(start, start + size)
-            start += size
+        row_tokens = min(ROW_TOKENS, self.cfg.train.max_tokens_per_forward or ROW_TOKENS)
+        batches, olds, refs = [], [], []
+        for part in parts:
             batch = build_batch([samples.rows[i]["prompt_ids"] for i in part],
                                 [samples.completions[i].token_ids for i in part],
                                 [samples.completions[i].finish_reason == "length" for i in part],
                                 pad_id=self.pad_id, mask_truncated=s.mask_truncated_completions,
-                                shared=self.shared_rows)
+                                shared=self.shared_rows, row_tokens=row_tokens)
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.no_grad(), self.acc.autocast():
                 if need_old:

@@ -15,7 +15,8 @@ The loss of each micro-batch is its sum divided by the unit count of the whole
 step (all micro-batches, all ranks), times W because DDP averages gradients.
 So a micro-batch can also run as several forward/backward passes over parts of
 its rows (train.max_tokens_per_forward) with the same gradient, where the
-objective's loss is a sum of per-row terms (`rows_independent`).
+objective's loss is a sum of per-row terms (`rows_independent`); an objective
+that makes its own batches (RL's generation phase) cuts them itself.
 """
 
 import math
@@ -133,7 +134,8 @@ class Trainer:
         acc, model = self.acc, self.model
         model.train()
         micro = self.schedule.micro_batches(self.step, acc.process_index)
-        if budget := self.cfg.max_tokens_per_forward:
+        budget = self.cfg.max_tokens_per_forward
+        if budget and not hasattr(self.objective, "step_batches"):  # a step_batches hook makes (and cuts) its own
             parts = [part for mb in micro for part in split_by_tokens(mb, self.schedule.lengths, budget)]
             if self.step == 0:
                 acc.print(f"unitune: train.max_tokens_per_forward {budget}: step 1 runs its {len(micro)} "
