@@ -25,6 +25,13 @@ def rss() -> float:
     return proc.memory_info().rss / 2**30
 
 
+def resident_split() -> str:
+    """Anonymous (heap, stacks, mmapped blocks) and file-backed (code, the mapped weight file) resident memory."""
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    anon, file = (int(status[k].split()[0]) / 2**20 for k in ("RssAnon", "RssFile"))
+    return f"anon {anon:.2f} + file {file:.2f}"
+
+
 def in_use() -> float:
     """What glibc's malloc has handed out and not had back (heap + mmapped blocks); RSS minus this
     is free memory the allocator keeps."""
@@ -56,7 +63,7 @@ def main(argv: list[str]) -> None:
     from unitune.train import loop
     from unitune.train.allocator import trim_heap
 
-    print(f"after imports: {rss():.2f} GiB")
+    print(f"after imports: {rss():.2f} GiB ({in_use():.2f} in use; {resident_split()})")
     peak = Peak()
     original = loop.Trainer.train_step
     state = {"step": 0}
@@ -66,7 +73,8 @@ def main(argv: list[str]) -> None:
 
     def train_step(self):
         if state["step"] == 0:
-            print(f"before the first step (model, data, optimizer): {rss():.2f} GiB, peak so far {peak.take()[0]:.2f}")
+            print(f"before the first step (model, data, optimizer): {rss():.2f} GiB ({in_use():.2f} in use; "
+                  f"{resident_split()}), peak so far {peak.take()[0]:.2f}")
         began = time.perf_counter()
         row = original(self)
         if trim:
@@ -74,7 +82,7 @@ def main(argv: list[str]) -> None:
         state["step"] += 1
         step_peak, step_used = peak.take()
         print(f"step {state['step']}: {time.perf_counter() - began:.2f} s, peak {step_peak:.2f} GiB "
-              f"({step_used:.2f} in use), after {rss():.2f} GiB ({in_use():.2f} in use)")
+              f"({step_used:.2f} in use), after {rss():.2f} GiB ({in_use():.2f} in use; {resident_split()})")
         return row
 
     loop.Trainer.train_step = train_step
