@@ -1,10 +1,11 @@
 """Where a GRPO rollout spends its time: torch.profiler over one group generation on SmolLM2-135M with LoRA.
 
-    .venv/bin/python bench/profile_rollout.py [--prompts 4] [--generations 4] [--tokens 64] [--dtype bfloat16]
+    .venv/bin/python bench/profile_rollout.py [--prompts 4] [--generations 4] [--tokens 64] [--dtype bfloat16] [--prepack]
 
 The benchmark's GRPO shape by default (4 prompts x 4 completions x 64 new tokens, temperature 1,
 LoRA r=8 on all linear layers, fp32). `--dtype bfloat16`: generate from the bf16 copy with LoRA merged
-(what `grpo.rollout_dtype` auto does under bf16 mixed precision). Prints tokens/s and the top operators.
+(what `grpo.rollout_dtype` auto does under bf16 mixed precision); `--prepack`: from a copy whose linear weights
+are pre-packed for oneDNN (`grpo.rollout_prepack`). Prints tokens/s and the top operators.
 """
 
 import argparse
@@ -29,11 +30,13 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--rows", type=int, default=25)
     ap.add_argument("--dtype", default="", choices=["", "bfloat16", "float16"])
+    ap.add_argument("--prepack", action="store_true")
     args = ap.parse_args()
     tok = load_tokenizer("smollm2-135m-instruct")
     model = get_peft_model(load_model("smollm2-135m-instruct"),
                            LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0))
-    rollout = HFRollout(model, tok, chat_template=tok.chat_template, dtype=DTYPES.get(args.dtype))
+    rollout = HFRollout(model, tok, chat_template=tok.chat_template, dtype=DTYPES.get(args.dtype),
+                        prepack=args.prepack)
     prompts = [tok.apply_chat_template([{"role": "user", "content": f"What is {i + 17} plus {3 * i + 5}?"}],
                                        add_generation_prompt=True, tokenize=True, return_dict=False)
                for i in range(args.prompts)]

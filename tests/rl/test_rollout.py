@@ -8,7 +8,7 @@ import torch
 
 from unitune.errors import UnituneError
 from unitune.rl.batch import build_batch
-from unitune.rl.rollout import HFRollout, SamplingParams, make_rollout
+from unitune.rl.rollout import HFRollout, SamplingParams, can_prepack, make_rollout
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +141,36 @@ def test_bf16_rollout_copy_is_close_to_the_policy(lora_policy):
     torch.testing.assert_close(_policy_logits(r.copy.model, ids), _policy_logits(merged, ids), atol=1e-3, rtol=1e-3)
     fp32 = _policy_logits(model, ids)
     assert torch.corrcoef(torch.stack([_policy_logits(r.copy.model, ids).flatten(), fp32.flatten()]))[0, 1] > 0.99
+
+
+@pytest.mark.skipif(not can_prepack(torch.float32, torch.device("cpu")), reason="this torch has no oneDNN packed linears")
+def test_prepacked_copy_samples_what_the_policy_samples(lora_policy):
+    """grpo.rollout_prepack: a float32 copy with every linear weight re-laid out for oneDNN gives the
+    policy's greedy completions and logits, before and after the LoRA weights change; the re-laid
+    weights replace the plain ones (the head tied to the embedding keeps its plain copy) and are
+    freed with them after the rollout."""
+    model, tokenizer = lora_policy
+    in_place = HFRollout(model, tokenizer, chat_template=tokenizer.chat_template)
+    packed = HFRollout(model, tokenizer, chat_template=tokenizer.chat_template, prepack=True)
+    assert in_place.copy is None and packed.copy is not None and packed.copy.linears
+    p, params = prompts(in_place), SamplingParams(max_new_tokens=10, temperature=0)
+    for seed in (1, 2):
+        _train_step_on_lora(model, seed)
+        want = [c.token_ids for c in in_place.generate(p, 2, params, seed=0)]
+        assert [c.token_ids for c in packed.generate(p, 2, params, seed=0)] == want
+        assert all(w.numel() == 0 for w in packed.copy.model.parameters())
+        assert all(m.unitune_packed is None for m in packed.copy.linears)
+        packed.copy.refresh()
+        kept = [m for m in packed.copy.linears if m.weight.numel()]
+        assert all(m.unitune_packed is not None for m in packed.copy.linears)
+        assert len(kept) == len(packed.copy.shared) <= 1  # only a tied head keeps its plain weight
+        ids = p[0] + want[0]
+        torch.testing.assert_close(_policy_logits(packed.copy.model, ids), _policy_logits(model, ids),
+                                   atol=1e-4, rtol=1e-4)
+
+
+def test_prepack_only_where_onednn_runs_it(lora_policy):
+    model, tokenizer = lora_policy
+    assert not can_prepack(torch.float64, torch.device("cpu")) and not can_prepack(torch.float32, torch.device("meta"))
+    r = HFRollout(model.double(), tokenizer, chat_template=tokenizer.chat_template, prepack=True)
+    assert r.copy is None  # float64: decoded from the model itself, as without prepack

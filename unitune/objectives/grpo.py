@@ -87,7 +87,7 @@ class GRPOObjective:
             bf16 = self.cfg.train.mixed_precision == "bf16" and not (self.cfg.lora.enabled and self.cfg.lora.use_dora)
             dtype = "bfloat16" if bf16 else None
         rollout = make_rollout(self.cfg.grpo.engine, model, self.tokenizer, chat_template=self.tokenizer.chat_template,
-                               dtype=DTYPES[dtype] if dtype else None)
+                               dtype=DTYPES[dtype] if dtype else None, prepack=self.cfg.grpo.rollout_prepack)
         self.phase = GenerationPhase(cfg=self.cfg, settings=self.s, rewards=self.rewards, rollout=rollout,
                                      reference=reference, accelerator=accelerator, train_rows=rows,
                                      pad_id=rollout.engine.pad_id)
