@@ -121,8 +121,9 @@ def test_policy_copy_follows_the_trained_lora_weights(lora_policy):
         assert all(w.numel() == 0 for w in copied.copy.model.parameters())  # freed while the policy trains
         copied.copy.refresh()
         ids = p[0] + want[0]
+        # the fp32 policy's own rounding: up to ~4e-4 on logits of magnitude ~6 (a wrong merge is off by > 0.1)
         torch.testing.assert_close(_policy_logits(copied.copy.model, ids), _policy_logits(model, ids),
-                                   atol=1e-4, rtol=1e-4)
+                                   atol=2e-3, rtol=1e-4)
 
 
 def test_bf16_rollout_copy_is_close_to_the_policy(lora_policy):
@@ -166,7 +167,7 @@ def test_prepacked_copy_samples_what_the_policy_samples(lora_policy):
         assert len(kept) == len(packed.copy.shared) <= 1  # only a tied head keeps its plain weight
         ids = p[0] + want[0]
         torch.testing.assert_close(_policy_logits(packed.copy.model, ids), _policy_logits(model, ids),
-                                   atol=1e-4, rtol=1e-4)
+                                   atol=2e-3, rtol=1e-4)
 
 
 def test_prepack_only_where_onednn_runs_it(lora_policy):

@@ -7,7 +7,7 @@ prompt. From there the engine's own machinery runs (unitune/infer/engine.py): sa
 which is what RL trains on, never in the text), stop strings and the token limit.
 
 Engines behind `make_rollout`:
-  hf    in-process. By default on the training model itself (not a copy): what the optimizer
+  hf    in-process. Without a copy (below), on the training model itself: what the optimizer
         just updated (with LoRA, the active adapter) is what the next rollout samples from.
         With `grpo.rollout_dtype` below the model's own (auto: bf16 under
         `train.mixed_precision bf16`), a plain copy of the policy in that dtype, refreshed
@@ -177,13 +177,13 @@ class PolicyCopy:
         for key, value in self.weights():
             if key not in own:
                 raise UnituneError(f"grpo.rollout_dtype: the policy's weight {key} has no place in a plain copy; "
-                                   "use --grpo.rollout_dtype float32")
+                                   "use --grpo.rollout_dtype float32 --grpo.rollout_prepack false")
             own[key].copy_(value)
             seen.add(key)
         missing = set(own) - seen - tied
         if missing:
             raise UnituneError(f"grpo.rollout_dtype: a plain copy needs weights the policy lacks ({sorted(missing)[:3]}); "
-                               "use --grpo.rollout_dtype float32")
+                               "use --grpo.rollout_dtype float32 --grpo.rollout_prepack false")
         if self.linears:
             self.pack()
 
