@@ -94,10 +94,10 @@ def padded_tokens(prompts, completions, *, shared: bool, row_tokens: int = ROW_T
     return len(prompts) * (max(map(len, prompts)) + max(1, max(map(len, completions))))
 
 
-def split_by_tokens(prompts, completions, budget: int, *, shared: bool) -> list[range]:
-    """Consecutive completions cut into parts whose batch (build_batch, with row_tokens at most the
-    budget) has at most `budget` padded tokens; a completion that needs more is a part of its own."""
-    parts, start, row_tokens = [], 0, min(ROW_TOKENS, budget)
+def split_by_tokens(prompts, completions, budget: int, *, shared: bool, row_tokens: int = ROW_TOKENS) -> list[range]:
+    """Consecutive completions cut into parts whose batch (build_batch with these settings) has at most
+    `budget` padded tokens; a completion that needs more is a part of its own."""
+    parts, start = [], 0
     for end in range(1, len(prompts) + 1):
         if end - start > 1 and padded_tokens(prompts[start:end], completions[start:end], shared=shared,
                                              row_tokens=row_tokens) > budget:

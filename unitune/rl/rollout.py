@@ -134,6 +134,9 @@ class PolicyCopy:
         others = {id(p) for m in self.model.modules() if not isinstance(m, torch.nn.Linear)
                   for p in m.parameters(recurse=False)}
         self.shared = {id(m) for m in self.linears if id(m.weight) in others}
+        for m in self.linears:
+            m.unitune_packed = None
+            m.forward = _packed_forward.__get__(m)
 
     def weights(self):
         """(name in the plain model, tensor) for each of the policy's weights, each LoRA layer's merged
@@ -162,7 +165,6 @@ class PolicyCopy:
         """Each linear layer's weight re-laid out for oneDNN, its plain copy freed unless shared."""
         for m in self.linears:
             m.unitune_packed = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), self.PACK_ROWS)
-            m.forward = _packed_forward.__get__(m)
             if id(m) not in self.shared:
                 m.weight.data = torch.empty(0, dtype=m.weight.dtype, device=m.weight.device)
 

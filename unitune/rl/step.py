@@ -61,6 +61,7 @@ class GenerationPhase:
         self.cfg, self.s, self.rewards, self.rollout = cfg, settings, rewards, rollout
         self.reference, self.acc, self.train_rows, self.pad_id = reference, accelerator, train_rows, pad_id
         self.shared_rows = cfg.grpo.shared_prefix and takes_4d_mask(cfg.model.attn_implementation)  # one row per group
+        self.row_tokens = min(ROW_TOKENS, cfg.train.max_tokens_per_forward or ROW_TOKENS)  # a row fits a pass's budget
         g = cfg.grpo
         self.g, self.temperature = g.num_generations, g.temperature
         self.params = SamplingParams(max_new_tokens=g.max_completion_length, temperature=g.temperature,
@@ -135,7 +136,8 @@ class GenerationPhase:
             if budget:
                 ids = range(start, start + size)
                 cut = split_by_tokens([samples.rows[i]["prompt_ids"] for i in ids],
-                                      [samples.completions[i].token_ids for i in ids], budget, shared=self.shared_rows)
+                                      [samples.completions[i].token_ids for i in ids], budget,
+                                      shared=self.shared_rows, row_tokens=self.row_tokens)
                 parts += [range(start + r.start, start + r.stop) for r in cut]
             else:
                 parts.append(range(start, start + size))
@@ -149,14 +151,13 @@ class GenerationPhase:
         s, device, mu = self.s, self.acc.device, self.cfg.grpo.num_iterations
         need_old = mu > 1 or (s.kl_in_reward and s.beta > 0)
         need_ref = s.beta > 0
-        row_tokens = min(ROW_TOKENS, self.cfg.train.max_tokens_per_forward or ROW_TOKENS)
         batches, olds, refs = [], [], []
         for part in parts:
             batch = build_batch([samples.rows[i]["prompt_ids"] for i in part],
                                 [samples.completions[i].token_ids for i in part],
                                 [samples.completions[i].finish_reason == "length" for i in part],
                                 pad_id=self.pad_id, mask_truncated=s.mask_truncated_completions,
-                                shared=self.shared_rows, row_tokens=row_tokens)
+                                shared=self.shared_rows, row_tokens=self.row_tokens)
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.no_grad(), self.acc.autocast():
                 if need_old:
