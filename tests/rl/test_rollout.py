@@ -121,7 +121,7 @@ def test_policy_copy_follows_the_trained_lora_weights(lora_policy):
         assert all(w.numel() == 0 for w in copied.copy.model.parameters())  # freed while the policy trains
         copied.copy.refresh()
         ids = p[0] + want[0]
-        # the fp32 policy's own rounding: up to ~4e-4 on logits of magnitude ~6 (a wrong merge is off by > 0.1)
+        # fp32's own rounding reaches ~4e-4 on logits of magnitude ~6; a wrong merge fails the greedy comparison
         torch.testing.assert_close(_policy_logits(copied.copy.model, ids), _policy_logits(model, ids),
                                    atol=2e-3, rtol=1e-4)
 
@@ -144,7 +144,8 @@ def test_bf16_rollout_copy_is_close_to_the_policy(lora_policy):
     assert torch.corrcoef(torch.stack([_policy_logits(r.copy.model, ids).flatten(), fp32.flatten()]))[0, 1] > 0.99
 
 
-@pytest.mark.skipif(not can_prepack(torch.float32, torch.device("cpu")), reason="this torch has no oneDNN packed linears")
+@pytest.mark.skipif(not can_prepack(torch.float32, torch.device("cpu")),
+                    reason="this torch has no oneDNN packed linears")
 def test_prepacked_copy_samples_what_the_policy_samples(lora_policy):
     """grpo.rollout_prepack: a float32 copy with every linear weight re-laid out for oneDNN gives the
     policy's greedy completions and logits, before and after the LoRA weights change; the re-laid
