@@ -71,3 +71,21 @@ def test_bnpo_refuses_parts(char_model, tmp_path):
     """bnpo normalises by each micro-batch's own token count: parts would change its loss."""
     with pytest.raises(UnituneError, match="grpo loss is not a sum of per-row terms"):
         one_step(char_model, tmp_path, 4, 1, "bnpo", max_tokens_per_forward=40)
+
+
+@pytest.mark.parametrize("prepack", [True, False])
+def test_rollouts_decode_from_the_packed_copy_unless_turned_off(char_model, tmp_path, prepack):
+    """grpo.rollout_prepack (default on, CPU): the objective's rollouts run on a packed copy of the policy;
+    turned off, on the fp32 policy itself."""
+    from unitune.rl.rollout import can_prepack
+
+    if prepack and not can_prepack(torch.float32, torch.device("cpu")):
+        pytest.skip("this torch has no oneDNN packed linears")
+    cfg = make_config("grpo", None, {"model.name": str(char_model), "lora.enabled": False,
+                                     "grpo": {"reward": ["format:[a-m]"], "rollout_prepack": prepack},
+                                     "train": {"output_dir": str(tmp_path), "tensorboard": False}})
+    objective = GRPOObjective(cfg, load_tokenizer(str(char_model)))
+    rows, _ = objective.rows([{"prompt": [{"role": "user", "content": "ab"}]}], "train")
+    objective.prepare(load_model(str(char_model)), Accelerator(cpu=True), rows, [])
+    copy = objective.phase.rollout.copy
+    assert (copy is not None and len(copy.linears) > 0) if prepack else copy is None
