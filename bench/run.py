@@ -28,6 +28,7 @@ Adding a framework or a task is an entry in FRAMEWORKS or TASKS below.
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -87,10 +88,7 @@ FRAMEWORKS = {
     "unitune+split": Framework(".venv/bin/python", "bench/peers/unitune_run.py",
                                ("sft_lora", "sft_full", "dpo_lora", "grpo_lora"),
                                {"train.max_tokens_per_forward": "600"}, peer=False, default=False),
-    # the same activation memory in fp32 (twice bf16's bytes per token): passes of <= 300 padded tokens
-    "unitune+split300": Framework(".venv/bin/python", "bench/peers/unitune_run.py",
-                                  ("sft_lora", "sft_full", "dpo_lora", "grpo_lora"),
-                                  {"train.max_tokens_per_forward": "300"}, peer=False, default=False),
+    # unitune+splitN (any N, e.g. unitune+split300: fp32 takes twice bf16's bytes per token): passes of <= N tokens
     # DPO as before dpo.shared_prompt: two rows per pair, the prompt computed twice (for before/after)
     "unitune-unshared": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("dpo_lora",),
                                   {"dpo.shared_prompt": "false"}, peer=False, default=False),
@@ -339,6 +337,13 @@ def _f(value, fmt: str) -> str:
 
 # ---- main -------------------------------------------------------------------------------------
 
+def add_split(name: str) -> None:
+    """unitune+splitN: unitune with `train.max_tokens_per_forward N`, made when first named."""
+    budget = re.fullmatch(r"unitune\+split(\d+)", name)
+    if budget and name not in FRAMEWORKS:
+        FRAMEWORKS[name] = replace(FRAMEWORKS["unitune+split"], options={"train.max_tokens_per_forward": budget[1]})
+
+
 def add_baseline(rev: str, out: Path) -> str:
     """unitune as of `rev`, checked out once into a worktree, run by the same interpreter with that tree
     first on PYTHONPATH (ahead of the editable install of the working tree)."""
@@ -356,7 +361,7 @@ def add_baseline(rev: str, out: Path) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", default="", help=f"comma-separated tasks ({', '.join(TASKS)})")
-    p.add_argument("--frameworks", default="", help=f"comma-separated ({', '.join(FRAMEWORKS)})")
+    p.add_argument("--frameworks", default="", help=f"comma-separated ({', '.join(FRAMEWORKS)}, unitune+splitN)")
     p.add_argument("--precision", default="", help="fp32, bf16 or fp32,bf16 (default: bf16 too where the CPU has it)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--steps", type=int, default=0, help="timed steps, at most (default: each task's)")
@@ -399,6 +404,11 @@ def main() -> int:
     names = [n for n in (args.frameworks.split(",") if args.frameworks else
                          [n for n, fw in FRAMEWORKS.items() if fw.default]) if n]
     names += [baseline] if baseline and baseline not in names else []
+    for n in names:
+        add_split(n)
+    unknown = [n for n in names if n not in FRAMEWORKS]
+    if unknown:
+        p.error(f"unknown framework(s) {', '.join(unknown)}; known: {', '.join(FRAMEWORKS)}, unitune+splitN")
     if not args.python:
         for n in names:
             if not (ROOT / FRAMEWORKS[n].python).exists():

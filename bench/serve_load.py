@@ -2,6 +2,7 @@
 
     python bench/serve_load.py --model tiny-llama --clients 64 --max-tokens 64
     python bench/serve_load.py --model smollm2-135m-instruct --clients 64 --max-tokens 32
+    python bench/serve_load.py --model smollm2-135m-instruct --engine.prepack false   # flags it does not know go to the server
 
 Starts the real server (`python -m unitune serve --serve.port 0`), warms it up,
 then sends the same N requests (fixed seeds, so the same completions) twice:
@@ -32,7 +33,7 @@ def start_server(args) -> tuple[subprocess.Popen, str]:
     log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
     cmd = [sys.executable, "-m", "unitune", "serve", "--model", args.model, "--serve.port", "0",
            "--engine.max_batch_size", str(args.clients), "--engine.device", args.device,
-           "--engine.threads", str(args.threads)]
+           "--engine.threads", str(args.threads), *args.server_flags]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     deadline = time.time() + 300
@@ -109,7 +110,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="server's torch threads (1: the clients share these CPUs; 0: torch's default)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per phase")
-    args = ap.parse_args()
+    args, args.server_flags = ap.parse_known_args()
     proc, url = start_server(args)
     try:
         asyncio.run(phase(url, argparse.Namespace(**{**vars(args), "clients": 2}), concurrent=True))  # warm-up
@@ -118,7 +119,7 @@ def main() -> int:
     finally:
         proc.terminate()
         proc.wait(60)
-    report = {"model": args.model, "clients": args.clients, "max_tokens": args.max_tokens, "cpus": os.cpu_count(),
+    report = {"model": args.model, "server_flags": args.server_flags, "clients": args.clients, "max_tokens": args.max_tokens, "cpus": os.cpu_count(),
               "one_at_a_time": seq, "concurrent": conc,
               "speedup": round(conc["tokens_per_s"] / max(seq["tokens_per_s"], 1e-9), 2),
               "date": time.strftime("%Y-%m-%d")}

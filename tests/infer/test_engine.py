@@ -8,6 +8,7 @@ from tests.infer.helpers import adapters, one_thread, reference_sample
 from unitune.errors import UnituneError
 from unitune.infer import Engine, PromptTooLong, SamplingParams
 from unitune.models.load import load_model
+from unitune.models.prepack import can_prepack
 
 PROMPTS = [[{"role": "user", "content": "Hi"}],
            [{"role": "user", "content": "Write a long story about a dragon who collects spoons and teapots."}],
@@ -125,6 +126,7 @@ def test_adapters_selected_per_request_and_mixed_in_one_batch():
     engine = Engine.load("tiny-llama", adapters=paths)
     try:
         assert engine.adapters == ["noise", "pirate"] and engine.default_adapter is None
+        assert _packed(engine) == can_prepack(torch.float32, torch.device("cpu"))  # base layers packed, LoRA's not
         ids = engine.encode_chat(PROMPTS[0])
         which = [None, "pirate", "noise", "pirate", None]
         out = [engine.submit(ids, SamplingParams(max_new_tokens=6, seed=4), adapter=a) for a in which]
@@ -152,3 +154,27 @@ def test_an_adapter_folder_as_the_model_is_merged_into_its_base():
         engine.close()
     reference = AutoModelForCausalLM.from_pretrained(path).eval()
     assert got == reference_sample(reference, ids, 8, 6)
+
+
+def _packed(engine) -> bool:
+    return any(getattr(m, "unitune_packed", None) is not None for m in engine.model.modules())
+
+
+def test_prepacked_engine_samples_what_the_plain_one_does():
+    """engine.prepack (the default on CPU): the linear layers run from weights packed for oneDNN and
+    sample what the plain layers sample; --engine.prepack false keeps the plain layers."""
+    plain, packed = Engine.load("tiny-llama", prepack=False), Engine.load("tiny-llama")
+    try:
+        assert not _packed(plain) and _packed(packed) == can_prepack(torch.float32, torch.device("cpu"))
+        ids = [packed.encode_chat(p) for p in PROMPTS]
+        params = [SamplingParams(max_new_tokens=8, seed=20 + k) for k in range(len(ids))]
+        def sample(engine):
+            requests = [engine.submit(i, p) for i, p in zip(ids, params)]  # one batch
+            return [r.result(60).token_ids for r in requests]
+
+        assert sample(packed) == sample(plain)
+        with torch.inference_mode():
+            x = torch.tensor([ids[1]])
+            torch.testing.assert_close(packed.model(x).logits, plain.model(x).logits, atol=1e-4, rtol=1e-4)
+    finally:
+        plain.close(), packed.close()

@@ -77,7 +77,7 @@ def test_bnpo_refuses_parts(char_model, tmp_path):
 def test_rollouts_decode_from_the_packed_copy_unless_turned_off(char_model, tmp_path, prepack):
     """grpo.rollout_prepack (default on, CPU): the objective's rollouts run on a packed copy of the policy;
     turned off, on the fp32 policy itself."""
-    from unitune.rl.rollout import can_prepack
+    from unitune.models.prepack import can_prepack
 
     if prepack and not can_prepack(torch.float32, torch.device("cpu")):
         pytest.skip("this torch has no oneDNN packed linears")
@@ -88,4 +88,4 @@ def test_rollouts_decode_from_the_packed_copy_unless_turned_off(char_model, tmp_
     rows, _ = objective.rows([{"prompt": [{"role": "user", "content": "ab"}]}], "train")
     objective.prepare(load_model(str(char_model)), Accelerator(cpu=True), rows, [])
     copy = objective.phase.rollout.copy
-    assert (copy is not None and len(copy.linears) > 0) if prepack else copy is None
+    assert (copy is not None and len(copy.packed.linears) > 0) if prepack else copy is None

@@ -8,7 +8,8 @@ import torch
 
 from unitune.errors import UnituneError
 from unitune.rl.batch import build_batch
-from unitune.rl.rollout import HFRollout, SamplingParams, can_prepack, make_rollout
+from unitune.models.prepack import can_prepack
+from unitune.rl.rollout import HFRollout, SamplingParams, make_rollout
 
 
 @pytest.fixture(scope="module")
@@ -154,18 +155,18 @@ def test_prepacked_copy_samples_what_the_policy_samples(lora_policy):
     model, tokenizer = lora_policy
     in_place = HFRollout(model, tokenizer, chat_template=tokenizer.chat_template)
     packed = HFRollout(model, tokenizer, chat_template=tokenizer.chat_template, prepack=True)
-    assert in_place.copy is None and packed.copy is not None and packed.copy.linears
+    assert in_place.copy is None and packed.copy is not None and packed.copy.packed.linears
     p, params = prompts(in_place), SamplingParams(max_new_tokens=10, temperature=0)
     for seed in (1, 2):
         _train_step_on_lora(model, seed)
         want = [c.token_ids for c in in_place.generate(p, 2, params, seed=0)]
         assert [c.token_ids for c in packed.generate(p, 2, params, seed=0)] == want
         assert all(w.numel() == 0 for w in packed.copy.model.parameters())
-        assert all(m.unitune_packed is None for m in packed.copy.linears)
+        assert all(m.unitune_packed is None for m in packed.copy.packed.linears)
         packed.copy.refresh()
-        kept = [m for m in packed.copy.linears if m.weight.numel()]
-        assert all(m.unitune_packed is not None for m in packed.copy.linears)
-        assert len(kept) == len(packed.copy.shared) <= 1  # only a tied head keeps its plain weight
+        kept = [m for m in packed.copy.packed.linears if m.weight.numel()]
+        assert all(m.unitune_packed is not None for m in packed.copy.packed.linears)
+        assert len(kept) == len(packed.copy.packed.shared) <= 1  # only a tied head keeps its plain weight
         ids = p[0] + want[0]
         torch.testing.assert_close(_policy_logits(packed.copy.model, ids), _policy_logits(model, ids),
                                    atol=2e-3, rtol=1e-4)

@@ -176,11 +176,15 @@ class Engine:
     @classmethod
     def load(cls, name: str, *, adapters: dict[str, str] | None = None, dtype: str = "auto",
              device: str = "auto", template: str = "auto", max_batch_size: int = 64,
-             attn_implementation: str | None = None, trust_remote_code: bool = False) -> Engine:
-        """Load `name` (anything unitune loads, or a LoRA run's adapter folder) and named adapters."""
+             attn_implementation: str | None = None, trust_remote_code: bool = False,
+             prepack: bool = True) -> Engine:
+        """Load `name` (anything unitune loads, or a LoRA run's adapter folder) and named adapters. With
+        `prepack`, on CPU in float32 / bfloat16 the linear layers run from weights re-laid out once for
+        oneDNN (unitune/models/prepack.py): faster at every batch size, the plain weights freed."""
         import torch
 
         from unitune.models.load import load_model, load_tokenizer
+        from unitune.models.prepack import pack_linears
         from unitune.templates import get_template, resolve_chat_template
 
         device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
@@ -208,6 +212,8 @@ class Engine:
             else:
                 default = "default" if own else None
         model.to(device).eval()
+        if prepack and _packable(model):
+            pack_linears(model)
         chat_template = resolve_chat_template(tokenizer, template)
         stop = get_template(template).stop if template != "auto" else []
         return cls(model, tokenizer, chat_template=chat_template, stop=stop, max_batch_size=max_batch_size,
@@ -546,6 +552,16 @@ def _alive(r: Request) -> bool:
 
 def _as_list(x) -> list:
     return [] if x is None else list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _packable(model) -> bool:
+    """Pre-packed kernels exist for the model's dtype and device, and no adapter reads its base weights
+    at run time (DoRA and peft's other LoRA variants do)."""
+    from unitune.models.prepack import can_prepack
+
+    first = next(model.parameters())
+    variants = any(getattr(m, "lora_variant", None) for m in model.modules())
+    return can_prepack(first.dtype, first.device) and not variants
 
 
 def _adapter_base(name: str) -> str | None:

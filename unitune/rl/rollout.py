@@ -22,9 +22,10 @@ Engines behind `make_rollout`:
         not corrected for. DoRA policies are not copied (auto keeps them in place).
         On CPU (`grpo.rollout_prepack`, on by default), the copy is made in the rollout dtype
         even where it equals the model's own, and each linear weight in it is re-laid out
-        once per rollout for oneDNN's small-batch kernels: decoding 16 rows of SmolLM2-135M,
-        the 210 linear layers take 28 instead of 52 ms per token in fp32 and the tied head 7
-        instead of 20 (BENCHMARKS.md); re-packing costs ~0.2 s per rollout. The samples come
+        once per rollout for oneDNN's small-batch kernels (unitune/models/prepack.py): decoding
+        16 rows of SmolLM2-135M, the 210 linear layers take 28 instead of 52 ms per token in
+        fp32 and the tied head 7 instead of 20 (BENCHMARKS.md); re-packing costs ~0.2 s per
+        rollout. The samples come
         from W + s B A summed in the copy's dtype, where the policy adds the two products:
         the same distribution up to that dtype's rounding.
   vllm  not wired in: asking for it says so (and whether vLLM is installed at all); `auto`
@@ -40,6 +41,7 @@ import torch
 
 from unitune.errors import UnituneError
 from unitune.infer.engine import Completion, Engine, PromptTooLong, SamplingParams
+from unitune.models.prepack import Prepacked, can_prepack
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -93,29 +95,13 @@ class HFRollout:
         return out
 
 
-def can_prepack(dtype: torch.dtype, device: torch.device) -> bool:
-    """Whether this torch build has oneDNN's pre-packed linear kernels for `dtype` on `device` (CPU only)."""
-    if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16) or not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        return bool(torch.ops.mkldnn._reorder_linear_weight and torch.ops.mkldnn._linear_pointwise)
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def _dora(policy) -> bool:
     return bool(getattr(getattr(policy, "peft_config", {}).get("default"), "use_dora", False))
-
-
-def _packed_forward(module, x):
-    return torch.ops.mkldnn._linear_pointwise(x, module.unitune_packed, module.bias, "none", [], "")
 
 
 class PolicyCopy:
     """A plain transformers model in a given dtype holding the policy's current weights (LoRA merged);
     with `prepack`, its linear layers run from weights re-laid out for oneDNN (see the module docstring)."""
-
-    PACK_ROWS = 16  # the row count oneDNN lays the weights out for; any count runs (the benchmark's rollout batch)
 
     def __init__(self, policy, dtype: torch.dtype, *, prepack: bool = False):
         from transformers import AutoModelForCausalLM
@@ -129,14 +115,7 @@ class PolicyCopy:
         self.model.eval().requires_grad_(False)
         self.shapes = {name: p.shape for name, p in self.model.named_parameters()}
         self.base = base
-        self.linears = [m for m in self.model.modules() if isinstance(m, torch.nn.Linear)] if prepack else []
-        # a linear weight that another module also uses (the head tied to the embedding) keeps its plain copy
-        others = {id(p) for m in self.model.modules() if not isinstance(m, torch.nn.Linear)
-                  for p in m.parameters(recurse=False)}
-        self.shared = {id(m) for m in self.linears if id(m.weight) in others}
-        for m in self.linears:
-            m.unitune_packed = None
-            m.forward = _packed_forward.__get__(m)
+        self.packed = Prepacked(self.model) if prepack else None
 
     def weights(self):
         """(name in the plain model, tensor) for each of the policy's weights, each LoRA layer's merged
@@ -158,15 +137,8 @@ class PolicyCopy:
         are only read during a rollout, and training's activations need the memory."""
         for p in self.model.parameters():
             p.data = torch.empty(0, dtype=p.dtype, device=p.device)
-        for m in self.linears:
-            m.unitune_packed = None
-
-    def pack(self) -> None:
-        """Each linear layer's weight re-laid out for oneDNN, its plain copy freed unless shared."""
-        for m in self.linears:
-            m.unitune_packed = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), self.PACK_ROWS)
-            if id(m) not in self.shared:
-                m.weight.data = torch.empty(0, dtype=m.weight.dtype, device=m.weight.device)
+        if self.packed is not None:
+            self.packed.release()
 
     def refresh(self) -> None:
         """Copy the policy's current weights into the plain model, casting to its dtype."""
@@ -186,8 +158,8 @@ class PolicyCopy:
         if missing:
             raise UnituneError(f"grpo.rollout_dtype: a plain copy needs weights the policy lacks ({sorted(missing)[:3]}); "
                                "use --grpo.rollout_dtype float32 --grpo.rollout_prepack false")
-        if self.linears:
-            self.pack()
+        if self.packed is not None:
+            self.packed.pack()
 
 
 def make_rollout(kind: str, model, tokenizer, *, chat_template: str | None = None, max_batch_size: int = 256,
@@ -204,4 +176,4 @@ def make_rollout(kind: str, model, tokenizer, *, chat_template: str | None = Non
     raise UnituneError(f"grpo.engine must be auto, hf or vllm, not '{kind}'")
 
 
-__all__ = ["Completion", "HFRollout", "SamplingParams", "can_prepack", "completion_seed", "make_rollout"]
+__all__ = ["Completion", "HFRollout", "SamplingParams", "completion_seed", "make_rollout"]
