@@ -13,6 +13,10 @@ arrives mid-generation joins the batch at the next step instead of waiting for
 it to finish. Positions are tracked per row (`position_ids`), padding is masked
 with the 2-D attention mask.
 
+On CPU, `Engine.load` packs the linear layers' weights once for oneDNN's kernels
+(unitune/models/prepack.py; `prepack=False` / `--engine.prepack false` keeps them plain):
+decoding is bound by reading the weights, which MKL's GEMM does slowly at small batches.
+
 LoRA adapters: several named peft adapters on one base, chosen per request;
 one batch mixes them through peft's `adapter_names` (rows with no adapter use
 the base). A model that is itself a single adapter folder is merged into its
