@@ -68,6 +68,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0  # 0 disables clipping
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast; bf16 pays on CPUs with AMX / AVX-512 BF16
     gradient_checkpointing: bool = False
+    recompute_elementwise: bool = True  # remake norm outputs and SwiGLU products in backward instead of keeping them (same gradients; off under checkpointing)
     max_tokens_per_forward: int = 0  # > 0: run each micro-batch as forward/backward passes of at most this many padded tokens (whole rows; same gradients, less activation memory)
     cpu_allocator: Literal["auto", "keep", "release", "trim"] = "auto"  # keep: reuse freed memory (no page faults); trim: return it after every step; auto: keep for CPU full FT, trim for CPU LoRA with gradient checkpointing
     freeze_layers: int = 0  # full fine-tuning: freeze the embeddings and the first N decoder layers

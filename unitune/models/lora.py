@@ -1,6 +1,7 @@
 """Make a loaded model trainable the way the config says: LoRA (and DoRA,
 rsLoRA) through peft, or full fine-tuning with the first layers frozen, plus
-gradient checkpointing and the leaner SwiGLU backward (models/swiglu.py).
+gradient checkpointing, the leaner SwiGLU backward (models/swiglu.py) and the activations
+backward makes again rather than keeps (models/recompute.py).
 
 Under mixed precision, LoRA's frozen base linears are stored in the autocast dtype
 (`lora.base_dtype auto`). Autocast computes them in that dtype anyway, but it caches a
@@ -21,6 +22,7 @@ warnings.filterwarnings("ignore", message=r".*(is_gradient_checkpointing|gradien
 
 
 def prepare_for_training(model, lora_cfg, train_cfg):
+    from unitune.models.recompute import recompute_inputs
     from unitune.models.shared_cast import share_input_casts
     from unitune.models.swiglu import fuse_swiglu
 
@@ -36,6 +38,8 @@ def prepare_for_training(model, lora_cfg, train_cfg):
     elif train_cfg.freeze_layers:
         freeze_first_layers(model, train_cfg.freeze_layers)
     share_input_casts(model)  # under autocast: one cast of each norm output, the same gradients
+    if train_cfg.recompute_elementwise and not train_cfg.gradient_checkpointing:
+        recompute_inputs(model)  # norm outputs and MLP products made again in backward, the same gradients
     return model
 
 

@@ -13,6 +13,8 @@ import types
 import torch
 import torch.nn.functional as F
 
+from unitune.models.recompute import remember
+
 
 class _SiluMul(torch.autograd.Function):
     @staticmethod
@@ -33,8 +35,13 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return _SiluMul.apply(gate, up)
 
 
+def _silu_times(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    return F.silu(gate) * up  # what _SiluMul.forward computes, for unitune.models.recompute
+
+
 def _forward(self, x):
-    return self.down_proj(silu_mul(self.gate_proj(x), self.up_proj(x)))
+    gate, up = self.gate_proj(x), self.up_proj(x)
+    return self.down_proj(remember(silu_mul(gate, up), _silu_times, gate, up))
 
 
 def _is_swiglu(module) -> bool:

@@ -1,0 +1,115 @@
+"""Activations that backward makes again from tensors it keeps anyway, instead of keeping them too.
+
+A trained linear layer keeps its input for its weight's gradient: with LoRA, each lora_A. Per
+decoder layer those inputs are the two norm outputs (q/k/v's and gate/up's) and the MLP's product
+silu(gate) * up (down's): 2,688 of the ~8,500 floats a token keeps per SmolLM2 layer in fp32
+(bench/saved_tensors.py), and full fine-tuning keeps the same. Each is a cheap elementwise function
+of tensors that backward keeps regardless: a norm's input (the residual stream, kept by the norm's
+own backward) and the MLP's gate and up (kept by silu_mul). So while a decoder layer runs forward,
+autograd's saved-tensor hooks swap such a tensor, when a layer saves it, for the recipe that made it,
+and backward runs the recipe again when it needs the tensor: the same operations on the same inputs
+under the same autocast state, so the same bits and the same gradients (tests/models/test_recompute.py).
+
+Off under gradient checkpointing, whose own hooks recompute whole layers.
+"""
+
+import functools
+import types
+import weakref
+
+import torch
+
+_recipes: dict[int, "_Recipe"] = {}  # data pointer of an output's storage -> how to make it again
+
+
+class _Recipe:
+    """out = fn(*inputs), inputs being tensors (kept) or other recipes, run under the autocast state of its forward."""
+
+    def __init__(self, out: torch.Tensor, fn, inputs: tuple):
+        self.fn, self.inputs, self.dtype = fn, inputs, out.dtype
+        self.device = out.device.type
+        self.autocast = (torch.is_autocast_enabled(self.device), torch.get_autocast_dtype(self.device))
+        self.value, self.uses = None, 0
+        key = out.untyped_storage().data_ptr()
+        self.out = weakref.ref(out, functools.partial(_forget, key))  # no reference back to the recipe: no cycle
+        _recipes[key] = self
+
+    def make(self) -> torch.Tensor:
+        args = [a.make() if isinstance(a, _Recipe) else a for a in self.inputs]
+        enabled, dtype = self.autocast
+        with torch.no_grad(), torch.autocast(self.device, dtype=dtype, enabled=enabled):
+            return self.fn(*args)
+
+
+def _forget(key: int, dead: weakref.ref) -> None:
+    """`out` is gone: drop its entry (unless the storage has a newer recipe by now)."""
+    recipe = _recipes.get(key)
+    if recipe is not None and recipe.out is dead:
+        del _recipes[key]
+
+
+def remember(out: torch.Tensor, fn, *inputs) -> torch.Tensor:
+    """Record that `out` is `fn(*inputs)`, so a layer that saves it for backward keeps the recipe instead.
+    An input may itself be an output remembered here (made again first). Returns `out`."""
+    if torch.is_grad_enabled() and out.layout == torch.strided and out.is_contiguous() and out.storage_offset() == 0:
+        _Recipe(out, fn, tuple(recipe_of(a) or a for a in inputs))
+    return out
+
+
+def recipe_of(t: torch.Tensor) -> "_Recipe | None":
+    """The live recipe of `t`'s storage, if `t` (or the tensor it views) was remembered."""
+    if not isinstance(t, torch.Tensor) or t.layout != torch.strided:
+        return None
+    recipe = _recipes.get(t.untyped_storage().data_ptr())
+    if recipe is None or recipe.out() is None or recipe.dtype != t.dtype:
+        return None
+    return recipe
+
+
+def _pack(t: torch.Tensor):
+    recipe = recipe_of(t)
+    if recipe is None:
+        return t
+    recipe.uses += 1
+    return recipe, t.size(), t.stride(), t.storage_offset()
+
+
+def _unpack(packed):
+    if isinstance(packed, torch.Tensor):
+        return packed
+    recipe, size, stride, offset = packed
+    if recipe.value is None:  # a tensor several layers saved (a norm output) is made once per backward
+        recipe.value = recipe.make()
+    value = recipe.value
+    recipe.uses -= 1
+    if recipe.uses <= 0:
+        recipe.value = None
+    return value.as_strided(size, stride, offset)
+
+
+def _layer_forward(self, *args, **kwargs):
+    if not torch.is_grad_enabled():
+        return self._unitune_forward(*args, **kwargs)
+    with torch.autograd.graph.saved_tensors_hooks(_pack, _unpack):
+        return self._unitune_forward(*args, **kwargs)
+
+
+def _norm_hook(module, args, out):
+    if isinstance(out, torch.Tensor) and args and isinstance(args[0], torch.Tensor):
+        remember(out, module.forward, args[0])
+
+
+def recompute_inputs(model) -> int:
+    """Swap the norm outputs and MLP products that `model`'s decoder layers save for their recipes (in
+    place; the MLP product is remembered by unitune.models.swiglu); the number of layers."""
+    count = 0
+    for layer in model.modules():
+        if not type(layer).__name__.endswith("DecoderLayer") or "_unitune_forward" in vars(layer):
+            continue
+        layer._unitune_forward = layer.forward
+        layer.forward = types.MethodType(_layer_forward, layer)
+        for module in layer.modules():
+            if type(module).__name__.endswith("RMSNorm"):
+                module.register_forward_hook(_norm_hook)
+        count += 1
+    return count
