@@ -85,3 +85,11 @@ def test_norm_outputs_and_products_are_not_kept_for_backward(lora):
 def test_off_under_gradient_checkpointing():
     model = _model(True, recompute=True, checkpointing=True)
     assert not any("_unitune_forward" in vars(m) for m in model.modules())
+
+
+def test_a_tensor_changed_in_place_is_kept_as_it_is():
+    x = torch.randn(4, 8, requires_grad=True)
+    out = recompute.remember(torch.tanh(x), torch.tanh, x)
+    assert recompute.recipe_of(out[1:]) is not None  # a view of it
+    out.mul_(2)  # the recipe would now make the wrong values
+    assert recompute.recipe_of(out) is None and recompute.recipe_of(out[1:]) is None

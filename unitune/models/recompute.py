@@ -26,7 +26,7 @@ class _Recipe:
     """out = fn(*inputs), inputs being tensors (kept) or other recipes, run under the autocast state of its forward."""
 
     def __init__(self, out: torch.Tensor, fn, inputs: tuple):
-        self.fn, self.inputs, self.dtype = fn, inputs, out.dtype
+        self.fn, self.inputs, self.dtype, self.version = fn, inputs, out.dtype, out._version
         self.device = out.device.type
         self.autocast = (torch.is_autocast_enabled(self.device), torch.get_autocast_dtype(self.device))
         self.value, self.uses = None, 0
@@ -61,8 +61,8 @@ def recipe_of(t: torch.Tensor) -> "_Recipe | None":
     if not isinstance(t, torch.Tensor) or t.layout != torch.strided:
         return None
     recipe = _recipes.get(t.untyped_storage().data_ptr())
-    if recipe is None or recipe.out() is None or recipe.dtype != t.dtype:
-        return None
+    if recipe is None or recipe.out() is None or recipe.dtype != t.dtype or recipe.version != t._version:
+        return None  # not remembered, gone, or changed in place since (views share the version counter)
     return recipe
 
 
