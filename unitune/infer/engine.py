@@ -184,7 +184,7 @@ class Engine:
              prepack: bool = True) -> Engine:
         """Load `name` (anything unitune loads, or a LoRA run's adapter folder) and named adapters. With
         `prepack`, on CPU in float32 / bfloat16 the linear layers run from weights re-laid out once for
-        oneDNN (unitune/models/prepack.py): faster at every batch size, the plain weights freed."""
+        oneDNN (unitune/models/prepack.py): faster decoding, no slower prefill, the plain weights freed."""
         import torch
 
         from unitune.models.load import load_model, load_tokenizer

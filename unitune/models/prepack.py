@@ -2,14 +2,14 @@
 
 On CPU, `nn.Linear` hands its plain [out, in] weight to MKL's GEMM at every call. At the row counts
 of decoding (1-64 rows) that reads the weights far below the memory bandwidth: SmolLM2-135M's 210
-linear layers take 57 ms at 16 fp32 rows on the benchmark machine, reading at 9 GB/s where the
+linear layers take 52-62 ms at 16 fp32 rows on the benchmark machine, reading at 9 GB/s where the
 machine reads 33. oneDNN's linear over a weight re-laid out once ahead of time
 (`torch.ops.mkldnn._reorder_linear_weight` / `_linear_pointwise`, what inductor freezes CPU linear
-layers into) takes 32 ms there, and it is faster at every row count measured, prefill included
-(BENCHMARKS.md, "Pre-packed linear layers"). The packed layout is opaque, so a packed layer's
-plain weight is freed (unless another module shares it, as a head tied to the embedding does):
-packing is for weights that no longer change, or that are packed again after they do (the GRPO
-rollout copy), and a packed layer has no backward.
+layers into) takes 28 ms there; it is faster at every fp32 row count measured (1 to 2,600) and at
+bf16's decoding ones, and ties at bf16's prefill-sized ones (`bench/prepack_linears.py`). The
+packed layout is opaque, so a packed layer's plain weight is freed (unless another module shares
+it, as a head tied to the embedding does): packing is for weights that no longer change, or that
+are packed again after they do (the GRPO rollout copy), and a packed layer has no backward.
 """
 
 import torch
