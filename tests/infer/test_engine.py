@@ -168,6 +168,7 @@ def test_prepacked_engine_samples_what_the_plain_one_does():
         assert not _packed(plain) and _packed(packed) == can_prepack(torch.float32, torch.device("cpu"))
         ids = [packed.encode_chat(p) for p in PROMPTS]
         params = [SamplingParams(max_new_tokens=8, seed=20 + k) for k in range(len(ids))]
+
         def sample(engine):
             requests = [engine.submit(i, p) for i, p in zip(ids, params)]  # one batch
             return [r.result(60).token_ids for r in requests]
@@ -177,4 +178,5 @@ def test_prepacked_engine_samples_what_the_plain_one_does():
             x = torch.tensor([ids[1]])
             torch.testing.assert_close(packed.model(x).logits, plain.model(x).logits, atol=1e-4, rtol=1e-4)
     finally:
-        plain.close(), packed.close()
+        plain.close()
+        packed.close()

@@ -51,7 +51,8 @@ def _forget(key: int, dead: weakref.ref) -> None:
 def remember(out: torch.Tensor, fn, *inputs) -> torch.Tensor:
     """Record that `out` is `fn(*inputs)`, so a layer that saves it for backward keeps the recipe instead.
     An input may itself be an output remembered here (made again first). Returns `out`."""
-    if torch.is_grad_enabled() and out.layout == torch.strided and out.is_contiguous() and out.storage_offset() == 0:
+    if (torch.is_grad_enabled() and out.layout == torch.strided and out.numel()  # empty ones share data pointer 0
+            and out.is_contiguous() and out.storage_offset() == 0):
         _Recipe(out, fn, tuple(recipe_of(a) or a for a in inputs))
     return out
 
