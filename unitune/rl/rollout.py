@@ -25,9 +25,8 @@ Engines behind `make_rollout`:
         once per rollout for oneDNN's small-batch kernels (unitune/models/prepack.py): decoding
         16 rows of SmolLM2-135M, the 210 linear layers take 28 instead of 52 ms per token in
         fp32 and the tied head 7 instead of 20 (BENCHMARKS.md); re-packing costs ~0.2 s per
-        rollout. The samples come
-        from W + s B A summed in the copy's dtype, where the policy adds the two products:
-        the same distribution up to that dtype's rounding.
+        rollout. The samples come from W + s B A summed in the copy's dtype, where the policy
+        adds the two products: the same distribution up to that dtype's rounding.
   vllm  not wired in: asking for it says so (and whether vLLM is installed at all); `auto`
         picks hf.
 A rollout runs synchronously in the training thread, with the model in eval mode (dropout
