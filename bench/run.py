@@ -338,10 +338,13 @@ def _f(value, fmt: str) -> str:
 # ---- main -------------------------------------------------------------------------------------
 
 def add_split(name: str) -> None:
-    """unitune+splitN: unitune with `train.max_tokens_per_forward N`, made when first named."""
-    budget = re.fullmatch(r"unitune\+split(\d+)", name)
-    if budget and name not in FRAMEWORKS:
-        FRAMEWORKS[name] = replace(FRAMEWORKS["unitune+split"], options={"train.max_tokens_per_forward": budget[1]})
+    """unitune+splitN (or unitune@REV+splitN, a baseline's): that unitune with `train.max_tokens_per_forward N`,
+    made when first named."""
+    found = re.fullmatch(r"(unitune(?:@\w+)?)\+split(\d+)", name)
+    if found and name not in FRAMEWORKS and found[1] in FRAMEWORKS:
+        base = FRAMEWORKS[found[1]]
+        FRAMEWORKS[name] = replace(base, options={**base.options, "train.max_tokens_per_forward": found[2]},
+                                   default=False)
 
 
 def add_baseline(rev: str, out: Path) -> str:
@@ -375,7 +378,8 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=0, help="default: each task's")
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--baseline", default="",
-                   help="also run unitune at this git revision (a worktree under --out), as unitune@REV: before/after")
+                   help="also run unitune at this git revision (a worktree under --out), as unitune@REV: before/after; "
+                        "name unitune@REV+splitN in --frameworks to run it with N-token passes instead")
     p.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for every run (default: torch's, all cores)")
     args = p.parse_args()
     if args.threads:
@@ -403,12 +407,13 @@ def main() -> int:
     baseline = add_baseline(args.baseline, out) if args.baseline else ""
     names = [n for n in (args.frameworks.split(",") if args.frameworks else
                          [n for n, fw in FRAMEWORKS.items() if fw.default]) if n]
-    names += [baseline] if baseline and baseline not in names else []
+    names += [baseline] if baseline and not any(n.split("+")[0] == baseline for n in names) else []
     for n in names:
         add_split(n)
     unknown = [n for n in names if n not in FRAMEWORKS]
     if unknown:
-        p.error(f"unknown framework(s) {', '.join(unknown)}; known: {', '.join(FRAMEWORKS)}, unitune+splitN")
+        p.error(f"unknown framework(s) {', '.join(unknown)}; known: {', '.join(FRAMEWORKS)}, unitune+splitN, "
+                "unitune@REV+splitN (with --baseline REV)")
     if not args.python:
         for n in names:
             if not (ROOT / FRAMEWORKS[n].python).exists():
