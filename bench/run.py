@@ -287,7 +287,7 @@ def table(rows: list[dict], shape: dict, rates: dict) -> str:
                 mfu = flops_per_token(task_name, shape) * tps / rate
             lines.append("| " + " | ".join([
                 task_name, precision, name, "" if task_name.startswith("grpo") else _f(tps, "{:.0f}"),
-                _ratio(here, name, speed),
+                _ratio(here, name, speed, SPEED_GOAL["grpo" if task_name.startswith("grpo") else "other"]),
                 _rss(here, name), _f(median([r.get("startup_s") for r in ok]), "{:.1f}"),
                 _f(median([r.get("loss") for r in ok]), "{:.3f}"), _f(mfu and 100 * mfu, "{:.1f}%"),
                 _f(median([r.get("s_per_step") for r in ok]), "{:.2f}") if task_name.startswith("grpo") else "",
@@ -298,9 +298,17 @@ def table(rows: list[dict], shape: dict, rates: dict) -> str:
     return "\n".join(lines) + "\n\n" + "; ".join(rate_lines) + f"\nmodel FLOPs: {fpt} (N = {shape['params']:,})\n"
 
 
-def _ratio(here: list[dict], name: str, speed: str) -> str:
+SPEED_GOAL = {"grpo": 2.0, "other": 1.5}  # the issue's goals: x the best peer's speed (GRPO: x TRL's step rate)
+MEMORY_GOAL = 0.8  # x the lowest peer's peak memory; a unitune ratio meeting its goal is printed in bold
+
+
+def _bold(text: str, met: bool) -> str:
+    return f"**{text}**" if met else text
+
+
+def _ratio(here: list[dict], name: str, speed: str, goal: float) -> str:
     """unitune rows: unitune / best peer (tokens/s; for GRPO, peer s/step / unitune s/step), the median over
-    repeats of each repeat's ratio. Peer rows: unitune / this peer."""
+    repeats of each repeat's ratio, in bold when it meets `goal`. Peer rows: unitune / this peer."""
     def value(r):
         return r.get(speed) if speed == "tokens_per_s" else (1 / r[speed] if r.get(speed) else None)
 
@@ -314,7 +322,9 @@ def _ratio(here: list[dict], name: str, speed: str) -> str:
         elif name in same and peers:
             ratios.append(same[name] / max(peers.values()))
     r = median(ratios)
-    return "" if r is None else (f"**{r:.2f}** vs best peer" if not is_peer(name) else f"{r:.2f}")
+    if r is None:
+        return ""
+    return f"{r:.2f}" if is_peer(name) else f"{_bold(f'{r:.2f}', r >= goal)} vs best peer"
 
 
 def _rss(here: list[dict], name: str) -> str:
@@ -328,7 +338,8 @@ def _rss(here: list[dict], name: str) -> str:
     peers = [v for n in {r["framework"] for r in here} if is_peer(n) and (v := rss(n))]
     if is_peer(name) or not peers:
         return f"{mine / 2**30:.2f}"
-    return f"{mine / 2**30:.2f} (**{mine / min(peers):.2f}**× lowest peer)"
+    ratio = mine / min(peers)
+    return f"{mine / 2**30:.2f} ({_bold(f'{ratio:.2f}', ratio <= MEMORY_GOAL)}× lowest peer)"
 
 
 def _f(value, fmt: str) -> str:
