@@ -24,7 +24,11 @@ def can_prepack(dtype: torch.dtype, device: torch.device) -> bool:
     if not torch.backends.mkldnn.is_available():
         return False
     try:
-        return bool(torch.ops.mkldnn._reorder_linear_weight and torch.ops.mkldnn._linear_pointwise)
+        if not (torch.ops.mkldnn._reorder_linear_weight and torch.ops.mkldnn._linear_pointwise):
+            return False
+        # oneDNN packs bf16 only where the CPU converts bf16 (AVX-512 BW/VL/DQ or AVX-NE-CONVERT); on an
+        # AVX2 CPU _reorder_linear_weight raises "bf16 path needs the cpu support ..."
+        return dtype == torch.float32 or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
 
