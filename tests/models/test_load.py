@@ -67,3 +67,31 @@ def test_freeze_layers_and_gradient_checkpointing():
 def test_freeze_layers_with_lora_is_an_error():
     with pytest.raises(UnituneError, match="freeze_layers"):
         prepare_for_training(load_model("tiny-llama"), LoraConfig(), TrainConfig(freeze_layers=1))
+
+
+def test_slow_on_this_cpu_follows_the_cpu_flags():
+    """bf16 is emulated unless the CPU has AVX-512 BF16 or AMX; float32 never counts as slow."""
+    import pathlib
+
+    from unitune.models.load import slow_on_this_cpu
+
+    assert slow_on_this_cpu("float32") is False
+    cpuinfo = pathlib.Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo to compare with")
+    flags = cpuinfo.read_text()
+    assert slow_on_this_cpu("bfloat16") == (not any(f in flags for f in ("avx512_bf16", "amx_tile")))
+
+
+@pytest.mark.parametrize("slow", [True, False])
+def test_a_bf16_model_on_a_cpu_without_bf16_is_warned_about(monkeypatch, capsys, slow):
+    import unitune.models.load as load
+
+    monkeypatch.setattr(load, "slow_on_this_cpu", lambda dtype: slow)
+    model = load.load_model("tiny-llama", dtype="bfloat16")
+    assert model.dtype == torch.bfloat16  # warned, not overridden: the user asked for it
+    err = capsys.readouterr().err
+    assert ("model.dtype bfloat16 on a CPU without bf16 arithmetic" in err) == slow
+    assert ("use --model.dtype float32" in err) == slow
+    load.load_model("tiny-llama", dtype="float32")
+    assert "warning" not in capsys.readouterr().err

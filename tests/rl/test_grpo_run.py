@@ -112,3 +112,17 @@ def test_two_processes(setup, tmp_path, monkeypatch):
     assert all(r["completions/max_length"] <= 6 and "kl" in r for r in rows if "reward" in r)
     table = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
     assert {t["step"] for t in table} == {1, 5, 9}
+
+
+def test_bf16_rollouts_on_a_cpu_that_emulates_bf16_are_warned_about(setup, tmp_path, monkeypatch, capsys):
+    """grpo.rollout_dtype bfloat16 with fp32 training: the rollout copy is bf16, which such a CPU emulates."""
+    import unitune.objectives.grpo as grpo
+
+    _, model, data, _ = setup
+    monkeypatch.setattr(grpo, "slow_on_this_cpu", lambda dtype: dtype == "bfloat16")
+    unitune.grpo(model=str(model), data={"train": [str(data)]},
+                 grpo={"reward": ["contains:a"], "num_generations": 2, "max_completion_length": 3, "beta": 0,
+                       "rollout_dtype": "bfloat16", "log_completions_every": 0},
+                 train={"max_steps": 1, "batch_size": 2, "output_dir": str(tmp_path), "progress": False,
+                        "tensorboard": False, "plot": False}, **{"lora.enabled": False})
+    assert "grpo.rollout_dtype bfloat16 on a CPU without bf16 arithmetic" in capsys.readouterr().err

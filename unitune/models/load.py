@@ -7,6 +7,7 @@ connection retries.
 """
 
 import os
+import sys
 from pathlib import Path
 
 from unitune.errors import UnituneError, suggest
@@ -61,6 +62,33 @@ def load_tokenizer(name: str):
     return tok
 
 
+def slow_on_this_cpu(dtype: str) -> bool:
+    """True where this CPU has no arithmetic for `dtype` ("bfloat16": AVX-512 BF16 or AMX; "float16":
+    AVX-512 FP16 or AMX-FP16), so PyTorch emulates it: on an AVX2 CPU (AMD Zen 3, torch 2.13) a 512^2 matmul
+    took ~70x as long in either as in float32, and an SFT LoRA step under bf16 autocast 24x (BENCHMARKS.md).
+    False for float32, and where this torch cannot ask the CPU."""
+    import torch
+
+    try:
+        if dtype == "bfloat16":
+            return not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        if dtype == "float16":
+            flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+            return not (torch.cpu._is_amx_fp16_supported() or "avx512_fp16" in flags)
+    except AttributeError:  # these probes are private to torch: without them, do not guess
+        return False
+    return False
+
+
+def slow_dtype_warning(setting: str, dtype: str, instead: str) -> str:
+    """The warning for a setting that makes a CPU run compute in an emulated dtype; `instead` is the fix."""
+    name = {"bfloat16": "bf16", "float16": "fp16"}[dtype]
+    units = "AVX-512 BF16 or AMX" if dtype == "bfloat16" else "AVX-512 FP16 or AMX-FP16"
+    return (f"unitune: warning: {setting} on a CPU without {name} arithmetic (no {units}): PyTorch emulates it, "
+            f"~70x slower than float32 per matmul on such a CPU (an SFT step under bf16 autocast: 24x; "
+            f"BENCHMARKS.md); use {instead}")
+
+
 def pick_dtype(dtype: str, device_type: str):
     import torch
 
@@ -82,6 +110,8 @@ def load_model(name: str, *, dtype: str = "auto", device_type: str = "cpu", attn
     if (Path(path) / "adapter_config.json").exists() and not (Path(path) / "config.json").exists():
         return _merged_adapter(path, dtype=dtype, device_type=device_type, attn_implementation=attn_implementation,
                                trust_remote_code=trust_remote_code)
+    if device_type == "cpu" and dtype in ("bfloat16", "float16") and slow_on_this_cpu(dtype):
+        print(slow_dtype_warning(f"model.dtype {dtype}", dtype, "--model.dtype float32"), file=sys.stderr)
     kwargs = dict(dtype=pick_dtype(dtype, device_type), trust_remote_code=trust_remote_code, **extra)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation

@@ -16,7 +16,10 @@ Evaluation generates one greedy completion per held-out prompt and reports the m
 reward function (eval_reward, eval_rewards/<f>/mean: with `accuracy`, the accuracy).
 """
 
+import sys
+
 from unitune.errors import UnituneError
+from unitune.models.load import slow_dtype_warning, slow_on_this_cpu
 from unitune.rl.batch import completion_logps
 from unitune.rl.losses import AGGREGATIONS, aggregate, policy_loss
 from unitune.rl.presets import resolve
@@ -86,6 +89,10 @@ class GRPOObjective:
         if dtype == "auto":
             bf16 = self.cfg.train.mixed_precision == "bf16" and not (self.cfg.lora.enabled and self.cfg.lora.use_dora)
             dtype = "bfloat16" if bf16 else None
+        elif accelerator.device.type == "cpu" and slow_on_this_cpu(dtype) and accelerator.is_main_process:
+            # (auto follows train.mixed_precision, which the session warns about)
+            print(slow_dtype_warning(f"grpo.rollout_dtype {dtype}", dtype, "--grpo.rollout_dtype float32"),
+                  file=sys.stderr)
         rollout = make_rollout(self.cfg.grpo.engine, model, self.tokenizer, chat_template=self.tokenizer.chat_template,
                                dtype=DTYPES[dtype] if dtype else None, prepack=self.cfg.grpo.rollout_prepack)
         self.phase = GenerationPhase(cfg=self.cfg, settings=self.s, rewards=self.rewards, rollout=rollout,

@@ -6,13 +6,14 @@ transformers, carrying tokenizer and chat template), loss.png and a run card
 README.md.
 """
 
+import sys
 import time
 from pathlib import Path
 
 from unitune.config import Config, to_yaml
 from unitune.data import load_splits
 from unitune.errors import UnituneError
-from unitune.models.load import load_model, load_tokenizer
+from unitune.models.load import load_model, load_tokenizer, slow_dtype_warning, slow_on_this_cpu
 from unitune.models.lora import (count_parameters, frozen_base_dtype, lower_frozen_base, prepare_for_training,
                                  restore_frozen_base)
 from unitune.objectives import build_objective
@@ -33,6 +34,10 @@ def train_session(verb: str, cfg: Config) -> dict:
     AcceleratorState._reset_state()  # several runs in one process (the Python API) may differ in precision
     acc = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=_no_gpu())
     set_seed(cfg.train.seed)
+    low = {"bf16": "bfloat16", "fp16": "float16"}.get(cfg.train.mixed_precision)
+    if low and acc.device.type == "cpu" and slow_on_this_cpu(low) and acc.is_main_process:
+        print(slow_dtype_warning(f"train.mixed_precision {cfg.train.mixed_precision}", low,
+                                 "--train.mixed_precision no"), file=sys.stderr)
     out = Path(cfg.train.output_dir)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
