@@ -410,7 +410,7 @@ def main() -> int:
         rates = {}
         for r in rows:
             for k, v in r.get("matmul", {}).items():
-                if k in ("fp32", "bf16"):
+                if k in ("fp32", "bf16") and v:
                     rates.setdefault(k, []).append(v)
         print(table(rows, shape, {k: sorted(set(v)) for k, v in rates.items()}))
         return 0
@@ -432,6 +432,9 @@ def main() -> int:
         names = [n for n in names if (ROOT / FRAMEWORKS[n].python).exists()]
     first = matmul_rates(args.device)
     precisions = args.precision.split(",") if args.precision else ["fp32"] + (["bf16"] if first["bf16_cpu"] else [])
+    if "bf16" in precisions and args.device == "cpu" and not first["bf16_cpu"]:
+        print("bench: warning: this CPU has no bf16 arithmetic (AVX-512 BF16 or AMX); its bf16 cells measure "
+              "PyTorch's emulation (an SFT step ~24x slower than fp32)")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results = out / f"results-{stamp}.jsonl"
     print(f"bench: {len(tasks)} task(s) x {precisions} x {names}, {args.repeats} repeat(s); raw results in {results}")
@@ -441,7 +444,8 @@ def main() -> int:
             for precision in precisions:
                 rate = matmul_rates(args.device)
                 for k in rates:
-                    rates[k].append(rate[k])
+                    if rate[k]:  # None: not measured (bf16 on a CPU that emulates it)
+                        rates[k].append(rate[k])
                 here = [n for n in names if task_name in FRAMEWORKS[n].tasks]
                 k = repeat % max(1, len(here))
                 for name in here[k:] + here[:k]:  # the order rotates with the repeat
