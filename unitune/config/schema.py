@@ -66,7 +66,7 @@ class TrainConfig:
     warmup_ratio: float = 0.0
     warmup_steps: int = 0  # > 0 overrides warmup_ratio
     max_grad_norm: float = 1.0  # 0 disables clipping
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast; bf16 pays on CPUs with AMX / AVX-512 BF16
+    mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"  # autocast; bf16 pays on CPUs with AMX / AVX-512 BF16 (auto: bf16 where the CPU or GPU has it, else no)
     gradient_checkpointing: bool = False
     recompute_elementwise: bool = True  # remake norm outputs and SwiGLU products in backward instead of keeping them (same gradients; off under checkpointing)
     max_tokens_per_forward: int = 0  # > 0: run each micro-batch as forward/backward passes of at most this many padded tokens (whole rows; same gradients, less activation memory)

@@ -8,6 +8,7 @@ README.md.
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from unitune.config import Config, to_yaml
@@ -31,11 +32,17 @@ def train_session(verb: str, cfg: Config) -> dict:
 
     started = time.perf_counter()
     cap_kernel_cache()  # before any matmul runs
+    asked = cfg.train.mixed_precision
+    if asked == "auto":  # from here on (config.yaml included) the run's own choice
+        cfg = replace(cfg, train=replace(cfg.train, mixed_precision=auto_mixed_precision(_no_gpu())))
     AcceleratorState._reset_state()  # several runs in one process (the Python API) may differ in precision
     acc = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=_no_gpu())
     set_seed(cfg.train.seed)
     low = {"bf16": "bfloat16", "fp16": "float16"}.get(cfg.train.mixed_precision)
-    if low and acc.device.type == "cpu" and slow_on_this_cpu(low) and acc.is_main_process:
+    if asked == "auto":
+        acc.print(f"unitune: train.mixed_precision auto: {cfg.train.mixed_precision} "
+                  f"({'bf16 arithmetic' if low else 'no bf16 arithmetic'} on this {acc.device.type})")
+    elif low and acc.device.type == "cpu" and slow_on_this_cpu(low) and acc.is_main_process:
         print(slow_dtype_warning(f"train.mixed_precision {cfg.train.mixed_precision}", low,
                                  "--train.mixed_precision no"), file=sys.stderr)
     out = Path(cfg.train.output_dir)
@@ -107,6 +114,17 @@ def train_session(verb: str, cfg: Config) -> dict:
         acc.print(f"unitune: done in {time.perf_counter() - started:.0f}s; final model in {out / 'final'}")
     acc.wait_for_everyone()
     return metrics
+
+
+def auto_mixed_precision(cpu: bool) -> str:
+    """What `train.mixed_precision auto` runs: bf16 autocast where the hardware computes bf16 (a GPU that
+    supports it; a CPU with AVX-512 BF16 or AMX, where a LoRA step ran ~1.5x fp32's rate), else none:
+    a CPU without it emulates bf16 at a twentieth of fp32's speed (BENCHMARKS.md)."""
+    import torch
+
+    if cpu:
+        return "no" if slow_on_this_cpu("bfloat16") else "bf16"
+    return "bf16" if torch.cuda.is_bf16_supported() else "no"
 
 
 def _no_gpu() -> bool:
