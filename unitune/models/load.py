@@ -15,6 +15,7 @@ from unitune.hub import hub_reachable
 from unitune.models.registry import BUILTINS, ensure_builtin
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+X86 = ("x86_64", "amd64", "i686", "i386")
 
 
 def resolve(name: str) -> tuple[str, dict]:
@@ -66,9 +67,13 @@ def slow_on_this_cpu(dtype: str) -> bool:
     """True where this CPU has no arithmetic for `dtype` ("bfloat16": AVX-512 BF16 or AMX; "float16":
     AVX-512 FP16 or AMX-FP16), so PyTorch emulates it: on an AVX2 CPU (AMD Zen 3, torch 2.13) a 512^2 matmul
     took ~70x as long in either as in float32, and an SFT LoRA step under bf16 autocast 24x (BENCHMARKS.md).
-    False for float32, and where this torch cannot ask the CPU."""
+    False for float32, off x86 (these probes know x86's units only) and where this torch cannot ask the CPU."""
+    import platform
+
     import torch
 
+    if platform.machine().lower() not in X86:
+        return False
     try:
         if dtype == "bfloat16":
             return not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())

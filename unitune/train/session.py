@@ -14,7 +14,7 @@ from pathlib import Path
 from unitune.config import Config, to_yaml
 from unitune.data import load_splits
 from unitune.errors import UnituneError
-from unitune.models.load import load_model, load_tokenizer, slow_dtype_warning, slow_on_this_cpu
+from unitune.models.load import X86, load_model, load_tokenizer, slow_dtype_warning, slow_on_this_cpu
 from unitune.models.lora import (count_parameters, frozen_base_dtype, lower_frozen_base, prepare_for_training,
                                  restore_frozen_base)
 from unitune.objectives import build_objective
@@ -120,10 +120,12 @@ def auto_mixed_precision(cpu: bool) -> str:
     """What `train.mixed_precision auto` runs: bf16 autocast where the hardware computes bf16 (a GPU that
     supports it; a CPU with AVX-512 BF16 or AMX, where a LoRA step ran ~1.5x fp32's rate), else none:
     a CPU without it emulates bf16 at a twentieth of fp32's speed (BENCHMARKS.md)."""
+    import platform
+
     import torch
 
-    if cpu:
-        return "no" if slow_on_this_cpu("bfloat16") else "bf16"
+    if cpu:  # off x86 the probe cannot tell, so stay in fp32
+        return "bf16" if platform.machine().lower() in X86 and not slow_on_this_cpu("bfloat16") else "no"
     return "bf16" if torch.cuda.is_bf16_supported() else "no"
 
 
