@@ -1,5 +1,7 @@
 """A training run's start: what it tells the user about the machine before the first step."""
 
+import platform
+
 import pytest
 import yaml
 
@@ -34,6 +36,7 @@ def test_auto_mixed_precision_is_bf16_only_where_the_cpu_computes_it(tmp_path, m
     """`train.mixed_precision auto` (the examples' setting): bf16 autocast on a CPU with bf16 arithmetic,
     fp32 on one that emulates it; the run's config.yaml records the choice, and nothing is warned."""
     monkeypatch.setattr(session, "slow_on_this_cpu", lambda dtype: slow)
+    monkeypatch.setattr(session, "X86", (platform.machine().lower(),))  # what the probe answers, on any CPU
     data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(8))
     unitune.sft(model="tiny-llama", data={"train": [str(data)], "max_length": 64},
                 train={"max_steps": 1, "output_dir": str(tmp_path / "out"), "progress": False, "tensorboard": False,
