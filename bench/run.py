@@ -88,6 +88,10 @@ FRAMEWORKS = {
     "unitune+split": Framework(".venv/bin/python", "bench/peers/unitune_run.py",
                                ("sft_lora", "sft_full", "dpo_lora", "grpo_lora"),
                                {"train.max_tokens_per_forward": "600"}, peer=False, default=False),
+    # full fine-tuning, memory first: checkpointing, and each parameter stepped inside backward (so no clipping)
+    "unitune+gc+inbwd": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("sft_full",),
+                                  {"train.gradient_checkpointing": "true", "train.optimizer_in_backward": "true",
+                                   "train.max_grad_norm": "0"}, peer=False, default=False),
     # unitune+splitN (any N, e.g. unitune+split300: fp32 takes twice bf16's bytes per token): passes of <= N tokens
     # DPO as before dpo.shared_prompt: two rows per pair, the prompt computed twice (for before/after)
     "unitune-unshared": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("dpo_lora",),

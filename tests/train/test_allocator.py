@@ -52,9 +52,9 @@ def test_release_faults_every_page_in_again():
     assert all(f >= PAGES for f in inside), inside
 
 
-def test_auto_keeps_for_full_finetuning_and_trims_for_checkpointed_lora_on_cpu():
+def test_auto_keeps_for_full_finetuning_and_trims_for_checkpointed_runs_on_cpu():
     assert choose("auto", device_type="cpu", full_finetune=True) == "keep"
-    assert choose("auto", device_type="cpu", full_finetune=True, checkpointing=True) == "keep"
+    assert choose("auto", device_type="cpu", full_finetune=True, checkpointing=True) == "trim"
     assert choose("auto", device_type="cpu", full_finetune=False) == "release"
     assert choose("auto", device_type="cpu", full_finetune=False, checkpointing=True) == "trim"
     assert choose("auto", device_type="cuda", full_finetune=True) == "release"

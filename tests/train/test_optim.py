@@ -28,3 +28,55 @@ def test_fused_adamw_matches_the_loop(dtype):
             opt.step()
     for (name, a), b in zip(fused_model.named_parameters(), loop_model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6 if dtype == torch.float32 else 1e-12, msg=name)
+
+
+def _run(tmp_path, name, **train):
+    """Three steps of full fine-tuning of tiny-llama (tied embeddings) through the Python API; its losses,
+    gradient norms and final weights."""
+    import unitune
+    from safetensors.torch import load_file
+    from tests.e2e.helpers import chat_rows, metrics, write_jsonl
+
+    data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(12))
+    out = tmp_path / name
+    unitune.sft(model="tiny-llama", data={"train": [str(data)], "max_length": 64},
+                train={"max_steps": 3, "batch_size": 4, "lr": 1e-3, "weight_decay": 0.1, "max_grad_norm": 0.0,
+                       "output_dir": str(out), "progress": False, "tensorboard": False, "plot": False, **train},
+                **{"lora.enabled": False})
+    rows = [r for r in metrics(out) if "loss" in r]
+    return rows, load_file(str(out / "final" / "model.safetensors"))
+
+
+@pytest.mark.parametrize("extra", [{}, {"gradient_checkpointing": True}], ids=["plain", "checkpointing"])
+def test_optimizer_in_backward_trains_the_same_weights(tmp_path, extra):
+    """train.optimizer_in_backward steps each parameter inside backward: the same losses, gradient norms and
+    weights after three steps as the ordinary step after backward (no clipping in either)."""
+    plain, w_plain = _run(tmp_path, "plain", **extra)
+    fused, w_fused = _run(tmp_path, "fused", optimizer_in_backward=True, **extra)
+    assert len(plain) == len(fused) == 3
+    for a, b in zip(plain, fused):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    assert plain[0]["loss"] != pytest.approx(plain[-1]["loss"], rel=1e-3)  # the weights did move
+    assert w_plain.keys() == w_fused.keys()
+    for name in w_plain:
+        torch.testing.assert_close(w_fused[name], w_plain[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("train, says", [
+    ({}, "train.max_grad_norm 0"),  # the default clips at 1.0
+    ({"max_grad_norm": 0.0, "grad_accum": 2}, "train.grad_accum 1"),
+    ({"max_grad_norm": 0.0, "max_tokens_per_forward": 64}, "train.max_tokens_per_forward 0"),
+])
+def test_optimizer_in_backward_says_what_it_cannot_do(tmp_path, train, says):
+    import unitune
+    from tests.e2e.helpers import chat_rows, write_jsonl
+    from unitune.errors import UnituneError
+
+    data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(8))
+    with pytest.raises(UnituneError, match="train.optimizer_in_backward steps each parameter inside backward") as err:
+        unitune.sft(model="tiny-llama", data={"train": [str(data)], "max_length": 64},
+                    train={"max_steps": 1, "output_dir": str(tmp_path / "out"), "progress": False,
+                           "tensorboard": False, "plot": False, "optimizer_in_backward": True, **train},
+                    **{"lora.enabled": False})
+    assert says in str(err.value)

@@ -31,7 +31,7 @@ import torch
 from unitune.errors import UnituneError
 from unitune.train import checkpoint
 from unitune.train.metrics import MetricsLog
-from unitune.train.optim import build_optimizer, build_scheduler
+from unitune.train.optim import StepInBackward, build_optimizer, build_scheduler
 
 
 def epoch_batches(lengths: list[int], epoch: int, batch_size: int, seed: int, group_by_length: bool) -> list[list[int]]:
@@ -94,6 +94,27 @@ class Schedule:
         return picked[rank * self.grad_accum:(rank + 1) * self.grad_accum]
 
 
+def check_in_backward(cfg, accelerator) -> None:
+    """What train.optimizer_in_backward needs: nothing that must see all gradients before the step."""
+    needs = []
+    if cfg.max_grad_norm > 0:
+        needs.append(f"train.max_grad_norm 0 (clipping by the global norm needs every gradient first; it is "
+                     f"{cfg.max_grad_norm})")
+    if cfg.grad_accum > 1:
+        needs.append(f"train.grad_accum 1 (it is {cfg.grad_accum}: accumulated gradients must add up first)")
+    if cfg.max_tokens_per_forward:
+        needs.append(f"train.max_tokens_per_forward 0 (it is {cfg.max_tokens_per_forward}: a step's passes "
+                     "must add up first)")
+    if accelerator.num_processes > 1:
+        needs.append(f"one process (there are {accelerator.num_processes}: gradients are averaged across them "
+                     "after backward)")
+    if getattr(accelerator, "scaler", None) is not None:
+        needs.append("no fp16 loss scaling (train.mixed_precision fp16 unscales every gradient first; use bf16 or no)")
+    if needs:
+        raise UnituneError("train.optimizer_in_backward steps each parameter inside backward, so it needs "
+                           + "; ".join(needs))
+
+
 def total_steps(cfg, schedule: Schedule) -> int:
     if cfg.max_steps > 0:
         return cfg.max_steps
@@ -121,6 +142,10 @@ class Trainer:
         self.optimizer = build_optimizer(model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.total)
         self.model = accelerator.prepare(model)
+        self.in_backward = None  # train.optimizer_in_backward: the optimizer steps inside backward
+        if cfg.optimizer_in_backward:
+            check_in_backward(cfg, accelerator)
+            self.in_backward = StepInBackward(self.optimizer)
         self.step = 0
         self.log = MetricsLog(output_dir, cfg.tensorboard) if accelerator.is_main_process else None
         self.after_step = None  # called after every optimizer step (e.g. the allocator's trim)
@@ -149,6 +174,10 @@ class Trainer:
                 return None
             self.step += 1
             return {"skipped_empty": 1, **step_metrics}
+        if self.in_backward is not None and len(batches) > 1:
+            raise UnituneError(f"train.optimizer_in_backward: step {self.step + 1} has {len(batches)} forward/backward "
+                               f"passes, whose gradients must add up before the optimizer steps; the {self.objective.name} "
+                               "objective makes them itself, so lower its batch or set train.optimizer_in_backward false")
         loss_sum, metric_sums, tokens = 0.0, {}, 0
         for k, batch in enumerate(batches):
             batch = {key: v.to(acc.device) for key, v in batch.items()}
@@ -156,7 +185,10 @@ class Trainer:
             sync = nullcontext() if k == len(batches) - 1 else acc.no_sync(model)
             with sync, acc.autocast():
                 loss, metrics = self.objective.loss(model, batch)
-                acc.backward(loss * acc.num_processes / units)
+                # stepping inside backward cannot be undone: a non-finite loss skips the backward instead
+                if self.in_backward is None or math.isfinite(float(loss.detach())):
+                    with self.in_backward or nullcontext():
+                        acc.backward(loss * acc.num_processes / units)
             loss_sum += float(loss.detach())
             _accumulate(metric_sums, metrics)
         totals = self._global_sums({"loss": loss_sum, **metric_sums, "_tokens": tokens})
@@ -169,8 +201,11 @@ class Trainer:
             self.step += 1
             self.acc.print(f"unitune: step {self.step}: loss is {loss_value}, step skipped (train.on_nan=skip)")
             return {"skipped_nan": 1}
-        grad_norm = self._clip()
-        self.optimizer.step()
+        if self.in_backward is not None:  # already stepped, parameter by parameter
+            grad_norm = self.in_backward.grad_norm()
+        else:
+            grad_norm = self._clip()
+            self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
