@@ -5,7 +5,9 @@
 unitune builds `torch.optim.AdamW(groups, lr, betas)`, which on CPU tensors runs the per-tensor loop
 (foreach and fused both default to off on CPU); transformers' Trainer (TRL, ms-swift,
 LLaMA-Factory) defaults to `adamw_torch_fused`. The three are timed in alternation on the real
-shapes (random values) and the updated parameters compared.
+shapes (random values) and the updated parameters compared, and a fourth: the fused one stepped
+one parameter at a time, as `train.optimizer_in_backward` steps it (one `step()` per parameter, the
+others' gradients None).
 """
 
 import json
@@ -31,23 +33,34 @@ def main(repeats: int = 3) -> None:
     base = [torch.randn(s) * 0.02 for s in shapes()]
     grads = [torch.randn(s) * 1e-3 for s in shapes()]
     runs = {}
-    for kind in ("for-loop", "foreach", "fused"):
+    for kind in ("for-loop", "foreach", "fused", "fused, per parameter"):
         params = [torch.nn.Parameter(p.clone()) for p in base]
         for p, g in zip(params, grads):
             p.grad = g.clone()
-        opt = torch.optim.AdamW(params, lr=1e-4, foreach=kind == "foreach", fused=kind == "fused")
+        opt = torch.optim.AdamW(params, lr=1e-4, foreach=kind == "foreach", fused=kind.startswith("fused"))
         runs[kind] = (params, opt, [])
     for r in range(repeats + 1):
         for kind, (params, opt, times) in runs.items():
             t = time.perf_counter()
-            opt.step()
+            if kind == "fused, per parameter":
+                held = [p.grad for p in params]
+                for p in params:
+                    p.grad = None
+                for p, g in zip(params, held):
+                    p.grad = g
+                    opt.step()
+                    p.grad = None
+                for p, g in zip(params, held):
+                    p.grad = g
+            else:
+                opt.step()
             if r:
                 times.append(time.perf_counter() - t)
     ref = runs["for-loop"][0]
     n = sum(p.numel() for p in ref)
     for kind, (params, _, times) in runs.items():
         diff = max((a - b).abs().max().item() for a, b in zip(params, ref))
-        print(f"AdamW {kind:8s}: {statistics.median(times):.3f} s/step over {n / 1e6:.0f}M parameters "
+        print(f"AdamW {kind:20s}: {statistics.median(times):.3f} s/step over {n / 1e6:.0f}M parameters "
               f"({torch.get_num_threads()} thread(s)); max |param - for-loop's| {diff:.1e}")
 
 
