@@ -14,7 +14,7 @@ pages back after every optimizer step (`malloc_trim(0)`), so memory freed within
 into the next one: under bf16 the resident set otherwise creeps up step after step (a 33-step
 checkpointed LoRA run: step peak 2.26 -> 1.77 GiB, +6% time; in fp32 it barely moves the peak).
 `auto` trims for any run with gradient checkpointing (one that chose memory over speed: checkpointed
-full fine-tuning with `train.optimizer_in_backward` peaked at 2.6 GiB trimmed against 3.15 kept, 4% slower;
+full fine-tuning with `train.optimizer_in_backward` peaked at 2.6 GiB trimmed against 3.15 kept, 11% slower;
 with clipping, 3.10 against 3.07 at the same speed), keeps for full fine-tuning otherwise, and releases for
 LoRA otherwise, whose steps allocate little that is large (keep: no gain, a peak 0.1-0.3 GiB higher;
 trim: -0.2 GiB for 7-20% of the step).

@@ -54,7 +54,8 @@ class StepInBackward:
     def __init__(self, optimizer: torch.optim.Optimizer):
         self.optimizer, self.active, self.sq = optimizer, False, None
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        self.handles = [p.register_post_accumulate_grad_hook(self._step) for p in params]
+        for p in params:
+            p.register_post_accumulate_grad_hook(self._step)
 
     def _step(self, param: torch.Tensor) -> None:
         if not self.active:
@@ -74,8 +75,3 @@ class StepInBackward:
     def grad_norm(self) -> float:
         """The global gradient norm of the last backward (as `clip_grad_norm_` would have reported it)."""
         return float(self.sq.sqrt()) if self.sq is not None else 0.0
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-
