@@ -4,6 +4,8 @@
     .venv/bin/python bench/memory_timeline.py [dpo] [--trim] [extra unitune flags, e.g. --train.gradient_checkpointing true]
 
 --trim hands the heap's free pages back to the kernel after every step (glibc's malloc_trim(0)).
+It runs on the malloc the `unitune` command runs on (unitune/malloc.py: mimalloc where installed);
+under UNITUNE_MALLOC=system, glibc's, it also reports what malloc has in use, not only what is resident.
 
 The benchmark's SFT LoRA workload (bench/.work/data/sft.jsonl, written by bench/run.py; batch 4), or with
 `dpo` first its DPO LoRA workload (dpo.jsonl, batch 2); fp32, 4 steps.
@@ -18,6 +20,9 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)
+from unitune.malloc import active, preload  # noqa: E402
+
+preload()  # the malloc the `unitune` command runs on (UNITUNE_MALLOC=system: glibc's)
 proc = psutil.Process()
 
 
@@ -34,7 +39,9 @@ def resident_split() -> str:
 
 def in_use() -> float:
     """What glibc's malloc has handed out and not had back (heap + mmapped blocks); RSS minus this
-    is free memory the allocator keeps."""
+    is free memory the allocator keeps. Unknown (nan) under another malloc."""
+    if active() != "system":
+        return float("nan")
     heap = psutil.heap_info()
     return (heap.heap_used + heap.mmap_used) / 2**30
 
@@ -63,6 +70,7 @@ def main(argv: list[str]) -> None:
     from unitune.train import loop
     from unitune.train.allocator import trim_heap
 
+    print(f"malloc: {active()}")
     print(f"after imports: {rss():.2f} GiB ({in_use():.2f} in use; {resident_split()})")
     peak = Peak()
     original = loop.Trainer.train_step

@@ -92,7 +92,13 @@ FRAMEWORKS = {
     "unitune+gc+inbwd": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("sft_full",),
                                   {"train.gradient_checkpointing": "true", "train.optimizer_in_backward": "true",
                                    "train.max_grad_norm": "0"}, peer=False, default=False),
+    # unitune on glibc's malloc, as before unitune/malloc.py (the command now runs on mimalloc where installed)
+    "unitune+system": Framework(".venv/bin/python", "bench/peers/unitune_run.py",
+                                ("sft_lora", "sft_full", "dpo_lora", "grpo_lora"), {}, peer=False, default=False,
+                                env={"UNITUNE_MALLOC": "system"}),
     # unitune+splitN (any N, e.g. unitune+split300: fp32 takes twice bf16's bytes per token): passes of <= N tokens
+    # PEER+mimalloc (e.g. ms-swift+mimalloc): that peer with unitune's malloc preloaded, to tell the allocator's
+    # share from the rest; compared against the peers as they ship, as a unitune row is
     # DPO as before dpo.shared_prompt: two rows per pair, the prompt computed twice (for before/after)
     "unitune-unshared": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("dpo_lora",),
                                   {"dpo.shared_prompt": "false"}, peer=False, default=False),
@@ -362,6 +368,17 @@ def add_split(name: str) -> None:
                                    default=False)
 
 
+def add_mimalloc(name: str) -> None:
+    """PEER+mimalloc: that peer run with mimalloc (from unitune's environment) preloaded, made when first named."""
+    peer = name.removesuffix("+mimalloc")
+    if name.endswith("+mimalloc") and name not in FRAMEWORKS and is_peer(peer):
+        found = unitune_python("from unitune.malloc import library; print(library('mimalloc') or '')").strip()
+        if not found:
+            sys.exit(f"{name}: cmeel-mimalloc is not installed in .venv")
+        FRAMEWORKS[name] = replace(FRAMEWORKS[peer], peer=False, default=False,
+                                   env={**FRAMEWORKS[peer].env, "LD_PRELOAD": found})
+
+
 def add_baseline(rev: str, out: Path) -> str:
     """unitune as of `rev`, checked out once into a worktree, run by the same interpreter with that tree
     first on PYTHONPATH (ahead of the editable install of the working tree)."""
@@ -425,10 +442,11 @@ def main() -> int:
     names += [baseline] if baseline and not any(n.split("+")[0] == baseline for n in names) else []
     for n in names:
         add_split(n)
+        add_mimalloc(n)
     unknown = [n for n in names if n not in FRAMEWORKS]
     if unknown:
         p.error(f"unknown framework(s) {', '.join(unknown)}; known: {', '.join(FRAMEWORKS)}, unitune+splitN, "
-                "unitune@REV+splitN (with --baseline REV)")
+                "unitune@REV+splitN (with --baseline REV), PEER+mimalloc")
     if not args.python:
         for n in names:
             if not (ROOT / FRAMEWORKS[n].python).exists():

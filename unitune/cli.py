@@ -8,6 +8,7 @@ import os
 import sys
 
 from unitune.errors import UnituneError, suggest
+from unitune.malloc import preload
 
 USAGE = """usage: unitune VERB [--config FILE.yaml] [--section.field VALUE ...]
 
@@ -108,6 +109,12 @@ def cmd_template(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # run as the `unitune` program: first pick its malloc (unitune/malloc.py)
+        try:
+            preload()  # re-executes this process once, with mimalloc preloaded, where it is installed
+        except UnituneError as err:
+            print(f"unitune: error: {err}", file=sys.stderr)
+            return 2
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)

@@ -5,6 +5,9 @@ import os
 import sys
 import time
 
+from unitune.malloc import preload  # noqa: E402
+
+preload()  # as the `unitune` command does first: re-execute on mimalloc (UNITUNE_MALLOC=system: glibc's)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import Recorder, load_spec, versions  # noqa: E402
 

@@ -6,6 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.e2e.helpers import chat_rows, cli, metrics, write_jsonl
+from unitune.malloc import library
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,11 @@ def test_sft_loss_falls_and_outputs_exist(sft_run):
         assert (out / name).exists(), name
     assert list((out / "tb").iterdir())
     assert "train fingerprint" in (out / "README.md").read_text()
+
+
+@pytest.mark.skipif(library("mimalloc") is None, reason="cmeel-mimalloc is installed on Linux x86-64/arm64 only")
+def test_the_command_trains_on_mimalloc(sft_run):
+    assert "unitune: malloc: mimalloc" in sft_run[1].stdout
 
 
 def test_sft_final_loads_with_transformers(sft_run):

@@ -19,7 +19,10 @@ with clipping, 3.10 against 3.07 at the same speed), keeps for full fine-tuning 
 LoRA otherwise, whose steps allocate little that is large (keep: no gain, a peak 0.1-0.3 GiB higher;
 trim: -0.2 GiB for 7-20% of the step).
 
-Only glibc has these knobs (`mallopt`); elsewhere (macOS, musl) the setting does nothing.
+Only glibc has these knobs (`mallopt`); elsewhere (macOS, musl) the setting does nothing, and so it
+does under another malloc: the `unitune` command runs on mimalloc where it is installed (unitune/malloc.py),
+which reuses and returns memory by itself, better than any of the three settings (BENCHMARKS.md). They
+matter for in-process use and `UNITUNE_MALLOC=system`.
 
 oneDNN, which runs bf16 matmuls on CPU, builds a kernel for every new shape and caches up to 1024 of
 them, and PyTorch's layer over it (ideep) keeps its own cache of up to 1024 more; each holds ~0.25 MiB
@@ -35,6 +38,8 @@ import functools
 import os
 import sys
 from contextlib import contextmanager
+
+from unitune.malloc import active
 
 M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
 M_MMAP_MAX = -4
@@ -58,7 +63,8 @@ def cap_kernel_cache(capacity: int = KERNEL_CACHE) -> list[str]:
 
 @functools.cache  # looked up once: trim_heap runs after every step
 def _glibc():
-    if not sys.platform.startswith("linux"):
+    """The C library, where it is glibc and its malloc is the one in use; else None."""
+    if not sys.platform.startswith("linux") or active() != "system":
         return None
     try:
         libc = ctypes.CDLL(None)  # the process's own C library

@@ -14,6 +14,7 @@ from pathlib import Path
 from unitune.config import Config, to_yaml
 from unitune.data import load_splits
 from unitune.errors import UnituneError
+from unitune.malloc import active
 from unitune.models.load import X86, load_model, load_tokenizer, slow_dtype_warning, slow_on_this_cpu
 from unitune.models.lora import (count_parameters, frozen_base_dtype, lower_frozen_base, prepare_for_training,
                                  restore_frozen_base)
@@ -94,6 +95,10 @@ def train_session(verb: str, cfg: Config) -> dict:
         trainer.resume(cfg.train.resume)
     with cpu_allocator(cfg.train.cpu_allocator, device_type=acc.device.type, full_finetune=not cfg.lora.enabled,
                        checkpointing=cfg.train.gradient_checkpointing) as allocator:
+        if acc.device.type == "cpu":
+            malloc = active()
+            acc.print(f"unitune: malloc: {malloc}" if malloc != "system" else
+                      "unitune: malloc: the C library's (the `unitune` command preloads mimalloc; UNITUNE_MALLOC)")
         if allocator == "keep":
             acc.print("unitune: CPU allocator keeps freed memory for reuse while training (train.cpu_allocator)")
         elif allocator == "trim":
