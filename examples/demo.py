@@ -9,12 +9,16 @@ import sys
 import textwrap
 import time
 
-import torch
+import unitune.malloc
 
-import unitune
-from unitune.data.registry import DATASETS
-from unitune.models.load import load_model, load_tokenizer
-from unitune.templates import render_prompt
+unitune.malloc.preload()  # first: restart on mimalloc, as the `unitune` command does (unitune/malloc.py)
+
+import torch  # noqa: E402
+
+import unitune  # noqa: E402
+from unitune.data.registry import DATASETS  # noqa: E402
+from unitune.models.load import load_model, load_tokenizer  # noqa: E402
+from unitune.templates import render_prompt  # noqa: E402
 
 CONFIG = "examples/sft_pirate.yaml"
 OUTPUT = "runs/demo"
