@@ -18,10 +18,9 @@ A malloc can only be chosen before the process starts, so the `unitune` command 
   system   the C library's own malloc
   PATH     the shared library at PATH
 
-A malloc the user preloaded already is left as it is. Where unitune is imported into another
-program (the Python API), that program's malloc is the one it has: run it with
-`LD_PRELOAD=$(python -c "import unitune.malloc as m; print(m.library('mimalloc'))")`.
-Only Linux is concerned; elsewhere nothing changes.
+A malloc the user preloaded already is left as it is. A program that uses the Python API gets
+the same by calling `unitune.malloc.preload()` before anything else (examples/demo.py does); the
+run log says which malloc is in use. Only Linux is concerned; elsewhere nothing changes.
 """
 
 import ctypes.util

@@ -5,7 +5,7 @@ import os
 import sys
 import time
 
-from unitune.malloc import preload  # noqa: E402
+from unitune.malloc import preload
 
 preload()  # as the `unitune` command does first: re-execute on mimalloc (UNITUNE_MALLOC=system: glibc's)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -22,10 +22,17 @@ def assert_same_weights(a, b, atol=1e-6):
         torch.testing.assert_close(wa[name], wb[name], atol=atol, rtol=1e-5, msg=name)
 
 
+# glibc's malloc, whose knobs train.cpu_allocator turns (the command otherwise runs on mimalloc where installed)
+GLIBC = {"UNITUNE_MALLOC": "system"}
+
+
 def test_resumed_run_equals_uninterrupted(tmp_path):
+    """Also across mallocs: the uninterrupted run on glibc's, with train.cpu_allocator keeping what it
+    frees, the resumed one on the command's own."""
     data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(40))
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    proc = cli(*common(data, full, "--train.max_steps", "6", "--train.save_every", "3", "--train.batch_size", "4"))
+    proc = cli(*common(data, full, "--train.max_steps", "6", "--train.save_every", "3", "--train.batch_size", "4"),
+               env=GLIBC)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "CPU allocator keeps freed memory" in proc.stdout  # full fine-tuning on CPU: train.cpu_allocator auto
     # the run that "crashed" after step 3: only its checkpoint survives
@@ -51,15 +58,16 @@ def test_ddp_two_processes_equal_one(tmp_path):
 
 
 def test_checkpointed_lora_run_equals_the_plain_one(tmp_path):
-    """Gradient checkpointing recomputes activations, and with LoRA on CPU the allocator then hands memory
-    back after every step (train.cpu_allocator auto): neither changes what is trained."""
+    """Gradient checkpointing recomputes activations, and with LoRA on CPU glibc's allocator then hands
+    memory back after every step (train.cpu_allocator auto): neither changes what is trained, nor does the
+    malloc (the plain run on the command's own)."""
     data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(24))
     plain, checkpointed = tmp_path / "plain", tmp_path / "checkpointed"
     args = ["--lora.enabled", "true", "--lora.r", "4", "--train.max_steps", "4", "--train.batch_size", "4"]
     proc = cli(*common(data, plain, *args))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "hands freed memory back" not in proc.stdout
-    proc = cli(*common(data, checkpointed, *args, "--train.gradient_checkpointing", "true"))
+    proc = cli(*common(data, checkpointed, *args, "--train.gradient_checkpointing", "true"), env=GLIBC)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "hands freed memory back after every step" in proc.stdout
     for a, b in zip(metrics(plain), metrics(checkpointed), strict=True):
