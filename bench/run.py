@@ -97,8 +97,8 @@ FRAMEWORKS = {
                                 ("sft_lora", "sft_full", "dpo_lora", "grpo_lora"), {}, peer=False, default=False,
                                 env={"UNITUNE_MALLOC": "system"}),
     # unitune+splitN (any N, e.g. unitune+split300: fp32 takes twice bf16's bytes per token): passes of <= N tokens
-    # PEER+mimalloc (e.g. ms-swift+mimalloc): that peer with unitune's malloc preloaded, to tell the allocator's
-    # share from the rest; compared against the peers as they ship, as a unitune row is
+    # PEER+mimalloc (any peer, e.g. ms-swift+mimalloc): that peer with unitune's malloc preloaded, to tell the
+    # allocator's share from the rest; compared against the peers as they ship, as a unitune row is
     # DPO as before dpo.shared_prompt: two rows per pair, the prompt computed twice (for before/after)
     "unitune-unshared": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("dpo_lora",),
                                   {"dpo.shared_prompt": "false"}, peer=False, default=False),

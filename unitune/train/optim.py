@@ -44,8 +44,8 @@ class StepInBackward:
     post-accumulate-grad hook), after which that gradient is freed: the model's gradients never all exist
     at once (torchtune's `optimizer_in_bwd`, LOMO). That lowers the peak only where the gradients are at
     it: under gradient checkpointing (SmolLM2-135M full FT: in-use peak 1.76 -> 1.53 GiB); without it the
-    peak is the end of the forward, before any gradient exists (BENCHMARKS.md). It is the same optimizer object, so its state, the learning-rate schedule
-    and checkpoints are those of an ordinary step, and so are the updates: AdamW is elementwise, and
+    peak is the end of the forward, before any gradient exists (BENCHMARKS.md). It is the same optimizer
+    object, so its state, the learning-rate schedule and checkpoints are those of an ordinary step, and so are the updates: AdamW is elementwise, and
     while a backward runs every other gradient is None, so `optimizer.step()` moves only the parameter
     whose hook fired. What it rules out is anything that needs all gradients first: clipping by their
     global norm, accumulating over micro-batches or passes (the trainer checks).

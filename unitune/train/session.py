@@ -96,9 +96,8 @@ def train_session(verb: str, cfg: Config) -> dict:
     with cpu_allocator(cfg.train.cpu_allocator, device_type=acc.device.type, full_finetune=not cfg.lora.enabled,
                        checkpointing=cfg.train.gradient_checkpointing) as allocator:
         if acc.device.type == "cpu":
-            malloc = active()
-            acc.print(f"unitune: malloc: {malloc}" if malloc != "system" else
-                      "unitune: malloc: the C library's (the `unitune` command preloads mimalloc; UNITUNE_MALLOC)")
+            malloc = "the C library's" if active() == "system" else active()
+            acc.print(f"unitune: malloc: {malloc} (UNITUNE_MALLOC; unitune/malloc.py)")
         if allocator == "keep":
             acc.print("unitune: CPU allocator keeps freed memory for reuse while training (train.cpu_allocator)")
         elif allocator == "trim":
