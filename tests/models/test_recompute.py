@@ -93,3 +93,32 @@ def test_a_tensor_changed_in_place_is_kept_as_it_is():
     assert recompute.recipe_of(out[1:]) is not None  # a view of it
     out.mul_(2)  # the recipe would now make the wrong values
     assert recompute.recipe_of(out) is None and recompute.recipe_of(out[1:]) is None
+
+
+def _kept_bytes(model, ids, monkeypatch) -> int:
+    """Bytes of the distinct non-parameter tensors the decoder layers keep between forward and backward."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept = {}
+
+    def pack(t):
+        packed = real_pack(t)
+        if packed is t and t.untyped_storage().data_ptr() not in params:
+            kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return packed
+
+    real_pack = recompute._pack
+    monkeypatch.setattr(recompute, "_pack", pack)
+    model(input_ids=ids, labels=ids).loss.backward()
+    return sum(kept.values())
+
+
+def test_a_trained_norm_weight_costs_no_kept_activations(monkeypatch):
+    """A norm whose weight trains would also keep its normalised input for the weight's gradient (one
+    [tokens, hidden] tensor a norm), unless it runs checkpointed, keeping only its input."""
+    ids = torch.randint(0, 1000, (2, 24))
+    trained = _kept_bytes(_model(False, recompute=True), ids, monkeypatch)
+    model = _model(False, recompute=True)
+    for name, p in model.named_parameters():
+        if "norm" in name:
+            p.requires_grad_(False)
+    assert 0 < trained <= _kept_bytes(model, ids, monkeypatch)

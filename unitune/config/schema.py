@@ -68,7 +68,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0  # 0 disables clipping
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"  # autocast; bf16 pays on CPUs with AMX / AVX-512 BF16 (auto: bf16 where the CPU or GPU has it, else no)
     gradient_checkpointing: bool = False
-    recompute_elementwise: bool = True  # remake norm outputs and SwiGLU products in backward instead of keeping them (same gradients; off under checkpointing)
+    recompute_elementwise: bool = True  # remake norm outputs, SwiGLU products and trained norms' normalised inputs in backward instead of keeping them (same gradients; off under checkpointing)
     max_tokens_per_forward: int = 0  # > 0: run each micro-batch as forward/backward passes of at most this many padded tokens (whole rows; same gradients, less activation memory)
     optimizer_in_backward: bool = False  # step each parameter as soon as its gradient is complete, then free that gradient: a full set never exists (lowers the peak under gradient checkpointing, where gradients are most of it); needs max_grad_norm 0, grad_accum 1, one pass a step, one process
     cpu_allocator: Literal["auto", "keep", "release", "trim"] = "auto"  # keep: reuse freed memory (no page faults); trim: return it after every step; auto: trim for CPU runs with gradient checkpointing, else keep for CPU full FT. glibc's malloc only: the `unitune` command runs on mimalloc where installed (unitune/malloc.py)

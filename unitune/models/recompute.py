@@ -5,7 +5,10 @@ decoder layer those inputs are the two norm outputs (q/k/v's and gate/up's) and 
 silu(gate) * up (down's): 2,688 of the ~8,500 floats a token keeps per SmolLM2 layer in fp32
 (bench/saved_tensors.py), and full fine-tuning keeps the same. Each is a cheap elementwise function
 of tensors that backward keeps regardless: a norm's input (the residual stream, kept by the norm's
-own backward) and the MLP's gate and up (kept by silu_mul). So while a decoder layer runs forward,
+own backward) and the MLP's gate and up (kept by silu_mul). In full fine-tuning a norm also keeps
+its normalised input for its weight's gradient (576 floats a token per norm for SmolLM2, a sixth
+of what a layer keeps): a norm with a trained weight runs checkpointed, keeping only its input,
+which the residual stream holds anyway. So while a decoder layer runs forward,
 autograd's saved-tensor hooks swap such a tensor, when a layer saves it, for the recipe that made it,
 and backward runs the recipe again when it needs the tensor: the same operations on the same inputs
 under the same autocast state, so the same bits and the same gradients (tests/models/test_recompute.py).
@@ -18,6 +21,7 @@ import types
 import weakref
 
 import torch
+import torch.utils.checkpoint
 
 _recipes: dict[int, "_Recipe"] = {}  # data pointer of an output's storage -> how to make it again
 
@@ -100,9 +104,17 @@ def _norm_hook(module, args, out):
         remember(out, module.forward, args[0])
 
 
+def _norm_forward(self, hidden_states):
+    """A norm with a trained weight: its own forward, with what it saves made again in backward."""
+    if not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters(recurse=False))):
+        return self._unitune_forward(hidden_states)
+    return torch.utils.checkpoint.checkpoint(self._unitune_forward, hidden_states, use_reentrant=False)
+
+
 def recompute_inputs(model) -> int:
-    """Swap the norm outputs and MLP products that `model`'s decoder layers save for their recipes (in
-    place; the MLP product is remembered by unitune.models.swiglu); the number of layers."""
+    """Swap the norm outputs and MLP products that `model`'s decoder layers save for their recipes, and
+    checkpoint the norms whose weight trains (in place; the MLP product is remembered by
+    unitune.models.swiglu); the number of layers."""
     count = 0
     for layer in model.modules():
         if not type(layer).__name__.endswith("DecoderLayer") or "_unitune_forward" in vars(layer):
@@ -112,5 +124,7 @@ def recompute_inputs(model) -> int:
         for module in layer.modules():
             if type(module).__name__.endswith("RMSNorm"):
                 module.register_forward_hook(_norm_hook)
+                module._unitune_forward = module.forward
+                module.forward = types.MethodType(_norm_forward, module)
         count += 1
     return count
