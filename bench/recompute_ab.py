@@ -63,7 +63,8 @@ def main() -> None:
                 times[recompute].append(time.perf_counter() - began)
                 del hidden
                 model.zero_grad(set_to_none=True)
-    print(f"{args.rows} rows x {args.tokens} tokens, fp32 {'full' if args.full else 'LoRA'}, allocator {args.allocator}:")
+    kind = "full" if args.full else "LoRA"
+    print(f"{args.rows} rows x {args.tokens} tokens, fp32 {kind}, allocator {args.allocator}:")
     for recompute in (True, False):
         if args.norms_only:
             label = "trained norms checkpointed    " if recompute else "trained norms not checkpointed"
