@@ -3,11 +3,13 @@ reused, instead of being handed back to the kernel and faulted in again page by 
 the heap's free pages go back after every step."""
 
 import ctypes
+import os
 import subprocess
 import sys
 
 import pytest
 
+from unitune.malloc import library
 from unitune.train.allocator import _glibc, choose
 
 pytestmark = pytest.mark.skipif(_glibc() is None, reason="the allocator knobs are glibc's")
@@ -155,3 +157,22 @@ def test_capped_kernel_caches_stop_growing_with_every_new_shape():
     if default < 50:
         pytest.skip("bf16 matmuls do not run through oneDNN's caches on this CPU")
     assert growth("cap") < default / 5
+
+
+MI_PROBE = """
+import ctypes, sys
+from unitune.train.allocator import MI_OPTION_PURGE_DELAY, cpu_allocator
+mi = ctypes.CDLL(None)
+mi.mi_option_get.restype = ctypes.c_long
+with cpu_allocator(sys.argv[1], device_type="cpu", full_finetune=True) as mode:
+    inside = mi.mi_option_get(MI_OPTION_PURGE_DELAY)
+print(mode, inside, mi.mi_option_get(MI_OPTION_PURGE_DELAY))
+"""
+
+
+@pytest.mark.skipif(library("mimalloc") is None, reason="mimalloc is not installed")
+@pytest.mark.parametrize("mode,want", [("keep", "keep -1 10"), ("release", "release 10 10")])
+def test_keep_stops_mimalloc_handing_freed_pages_back_while_training(mode, want):
+    env = {**os.environ, "LD_PRELOAD": library("mimalloc"), "MIMALLOC_PURGE_DELAY": "10"}
+    out = subprocess.run([sys.executable, "-c", MI_PROBE, mode], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == want.split()

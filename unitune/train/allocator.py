@@ -19,10 +19,12 @@ with clipping, 3.10 against 3.07 at the same speed), keeps for full fine-tuning 
 LoRA otherwise, whose steps allocate little that is large (keep: no gain, a peak 0.1-0.3 GiB higher;
 trim: -0.2 GiB for 7-20% of the step).
 
-Only glibc has these knobs (`mallopt`); elsewhere (macOS, musl) the setting does nothing, and so it
-does under another malloc: the `unitune` command runs on mimalloc where it is installed (unitune/malloc.py),
-which reuses and returns memory by itself, better than any of the three settings (BENCHMARKS.md). They
-matter for in-process use and `UNITUNE_MALLOC=system`.
+These are glibc's knobs (`mallopt`). The `unitune` command runs on mimalloc where it is installed
+(unitune/malloc.py), which reuses memory by itself but hands freed pages back to the kernel 10 ms
+after they are freed: the same page faults, ~20% of a full fine-tuning step (6 steps: 81-83 s against
+63-68 s never handing back, for a peak 0.13-0.2 GiB higher; BENCHMARKS.md). So under mimalloc `keep`
+sets its purge delay to -1 (never) while training runs, and `trim` and `release` leave it as it is.
+Elsewhere (macOS, musl, jemalloc, tcmalloc) the setting does nothing.
 
 oneDNN, which runs bf16 matmuls on CPU, builds a kernel for every new shape and caches up to 1024 of
 them, and PyTorch's layer over it (ideep) keeps its own cache of up to 1024 more; each holds ~0.25 MiB
@@ -74,6 +76,23 @@ def _glibc():
         return None
 
 
+MI_OPTION_PURGE_DELAY = 15  # mimalloc.h's mi_option_purge_delay (its place since mimalloc 2.0)
+
+
+@functools.cache
+def _mimalloc():
+    """mimalloc's API, where it is the malloc in use (2.0 or later); else None."""
+    if not sys.platform.startswith("linux") or active() != "mimalloc":
+        return None
+    try:
+        lib = ctypes.CDLL(None)
+        lib.mi_option_get.restype = ctypes.c_long
+        lib.mi_option_set.argtypes = (ctypes.c_int, ctypes.c_long)
+        return lib if lib.mi_version() >= 200 else None
+    except (OSError, AttributeError):
+        return None
+
+
 def choose(mode: str, *, device_type: str, full_finetune: bool, checkpointing: bool = False) -> str:
     """What `train.cpu_allocator` = mode does in this run: keep, trim or release."""
     if mode != "auto":
@@ -97,6 +116,15 @@ def cpu_allocator(mode: str, *, device_type: str, full_finetune: bool, checkpoin
     """Within the block, malloc keeps freed memory for reuse when the mode is keep; yields what it does
     ("keep", "trim": the caller trims after every step, or "release"), "release" where glibc is absent."""
     chosen = choose(mode, device_type=device_type, full_finetune=full_finetune, checkpointing=checkpointing)
+    mi = _mimalloc()
+    if mi is not None and chosen == "keep":
+        delay = mi.mi_option_get(MI_OPTION_PURGE_DELAY)
+        mi.mi_option_set(MI_OPTION_PURGE_DELAY, -1)
+        try:
+            yield "keep"
+        finally:
+            mi.mi_option_set(MI_OPTION_PURGE_DELAY, delay)
+        return
     libc = _glibc()
     if libc is None or chosen == "release":
         yield "release"
