@@ -114,7 +114,8 @@ def trim_heap() -> None:
 @contextmanager
 def cpu_allocator(mode: str, *, device_type: str, full_finetune: bool, checkpointing: bool = False):
     """Within the block, malloc keeps freed memory for reuse when the mode is keep; yields what it does
-    ("keep", "trim": the caller trims after every step, or "release"), "release" where glibc is absent."""
+    ("keep", "trim": the caller trims after every step, or "release"), "release" where the malloc in use
+    is neither glibc's nor mimalloc (and "release" for trim under mimalloc)."""
     chosen = choose(mode, device_type=device_type, full_finetune=full_finetune, checkpointing=checkpointing)
     mi = _mimalloc()
     if mi is not None and chosen == "keep":
