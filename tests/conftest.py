@@ -52,6 +52,44 @@ def recording_casts():
     return Casts()
 
 
+def live_bytes():
+    """A dispatch mode whose `.peak` is the most bytes of tensor storage that ops run inside it made and
+    that were alive at once (a storage is counted until it is freed; views and in-place results are not
+    new storage). It sees what autograd's backward allocates too, when `.backward()` is called inside it."""
+    import weakref
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class LiveBytes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.live = self.peak = 0
+            self.alive = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            inputs = {id(t.untyped_storage()) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+            for t in tree_leaves(out):
+                if not isinstance(t, torch.Tensor):
+                    continue
+                storage = t.untyped_storage()  # one Python object per storage while it lives
+                if id(storage) in inputs or id(storage) in self.alive:
+                    continue
+                self.alive.add(id(storage))
+                self.live += storage.nbytes()
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(storage, self._freed, id(storage), storage.nbytes())
+            return out
+
+        def _freed(self, key, nbytes):
+            self.alive.discard(key)
+            self.live -= nbytes
+
+    return LiveBytes()
+
+
 def loss_and_grads(model, ids, autocast=False):
     """A causal-LM loss on `ids` and every parameter's gradient (cloned), optionally under bf16 autocast."""
     import torch

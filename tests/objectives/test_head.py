@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import random_features, recording_casts
+from tests.conftest import live_bytes, random_features, recording_casts
 from unitune.data.collate import IGNORE, collate
 from unitune.objectives.head import final_hidden, model_mask, output_head, token_logps
 
@@ -60,6 +60,50 @@ def test_frozen_head_under_bf16_autocast_matches_autograd():
         got.sum().backward()
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
     torch.testing.assert_close(hidden.grad, want_grad, rtol=1e-2, atol=1e-3)
+
+
+def test_trained_head_under_bf16_autocast_matches_autograd():
+    """Under bf16 autocast the trained-head path gives autograd's log-probs and gradients through the
+    same bf16 matmuls, within bf16 rounding (its weight gradient is summed over chunks in float32)."""
+    torch.manual_seed(3)
+    head = torch.nn.Linear(64, 500, bias=True)
+    hidden = torch.randn(40, 64, requires_grad=True)
+    targets = torch.randint(0, 500, (40,))
+    upstream = torch.randn(40)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want, _ = _reference(head, hidden, targets, 0.8)
+        (want * upstream).sum().backward()
+        want_grads = [hidden.grad.clone(), head.weight.grad.clone(), head.bias.grad.clone()]
+        hidden.grad = None
+        head.zero_grad()
+        got, _ = token_logps(head, hidden, targets, temperature=0.8, chunk=16)
+        (got * upstream).sum().backward()
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    for g, w in zip([hidden.grad, head.weight.grad, head.bias.grad], want_grads):
+        assert g.dtype == w.dtype
+        torch.testing.assert_close(g, w, rtol=2e-2, atol=2e-3)
+
+
+@pytest.mark.parametrize("frozen", [True, False], ids=["frozen-head", "trainable-head"])
+def test_the_head_holds_one_chunk_of_logits_at_a_time(frozen):
+    """What a pass through the head allocates, at most, at any moment: one chunk of [rows, vocab] logits
+    and the tensors it returns (the frozen head's d logp / d hidden in forward; the trained head's
+    weight gradient and d loss / d hidden in backward), with nothing weight- or logit-sized besides."""
+    vocab, width, rows, chunk = 5000, 64, 300, 64
+    torch.manual_seed(4)
+    head = torch.nn.Linear(width, vocab, bias=False).requires_grad_(not frozen)
+    hidden = torch.randn(rows, width, requires_grad=True)
+    targets = torch.randint(0, vocab, (rows,))
+    logits, small = chunk * vocab * 4, 4 * rows * width * 4  # a chunk's logits; a few [rows, width] tensors
+    if frozen:
+        with live_bytes() as forward:
+            logps, _ = token_logps(head, hidden, targets, chunk=chunk)
+        assert forward.peak <= logits + small, forward.peak
+    else:
+        logps, _ = token_logps(head, hidden, targets, chunk=chunk)
+        with live_bytes() as backward:
+            logps.sum().backward()
+        assert backward.peak <= vocab * width * 4 + logits + small, backward.peak
 
 
 def _lora_like(model):

@@ -16,8 +16,13 @@ Two ways through the head, the same numbers (tests/objectives/test_head.py):
 
   keeps that [rows, hidden] tensor and frees the chunk's logits; backward only multiplies it
   by the incoming per-token gradient. No logits are kept and none are recomputed.
-- trainable head (full fine-tuning): each chunk is checkpointed (recomputed in backward),
-  since the weight's gradient needs every chunk's softmax.
+- trainable head (full fine-tuning): the weight's gradient needs every chunk's softmax times the
+  incoming per-token gradient, known only in backward. Forward keeps only each row's logsumexp;
+  backward makes each chunk's logits again, turns them into d loss / d z in place and adds that
+  chunk's share into one weight-gradient buffer. One chunk of logits and the weight's gradient are
+  all it holds (autograd through checkpointed chunks held the chunk's logits two or three times
+  over, and a second weight-sized gradient per chunk before adding it: ~0.3 GiB for a 49k x 576
+  head, at the top of full fine-tuning's step; BENCHMARKS.md).
 """
 
 import torch
@@ -83,13 +88,19 @@ def output_head(model):
 def token_logps(head, hidden: torch.Tensor, targets: torch.Tensor, *, temperature: float = 1.0,
                 chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row of `hidden` [n, hidden]: (log p(target) at `temperature` in at least float32, top-1 hit)."""
-    if not (torch.is_grad_enabled() and hidden.requires_grad):
-        weight = _compute_dtype(head.weight) if type(head) is torch.nn.Linear else None
-        parts = [_logps(head, hidden[k:k + chunk], targets[k:k + chunk], temperature, weight)
+    trained = torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in head.parameters()))
+    if not trained and type(head) is torch.nn.Linear:
+        weight = _compute_dtype(head.weight)
+        parts = [_softmax_(_logits(hidden[k:k + chunk], weight, head.bias, temperature), targets[k:k + chunk])[:2]
+                 for k in range(0, hidden.shape[0], chunk)]
+    elif not trained:
+        parts = [_logps(head, hidden[k:k + chunk], targets[k:k + chunk], temperature)
                  for k in range(0, hidden.shape[0], chunk)]
     elif _frozen_linear(head):
         return _FrozenHeadLogps.apply(hidden, _compute_dtype(head.weight), head.bias, targets, temperature, chunk)
-    else:
+    elif type(head) is torch.nn.Linear and type(head.weight) is torch.nn.Parameter:
+        return _TrainedHeadLogps.apply(hidden, head.weight, head.bias, targets, temperature, chunk)
+    else:  # another head module (a wrapped or sharded one): autograd through checkpointed chunks
         parts = [checkpoint(_logps, head, hidden[k:k + chunk], targets[k:k + chunk], temperature,
                             use_reentrant=False) for k in range(0, hidden.shape[0], chunk)]
     if not parts:  # nothing to score: an empty result that still reaches every parameter
@@ -97,10 +108,31 @@ def token_logps(head, hidden: torch.Tensor, targets: torch.Tensor, *, temperatur
     return torch.cat([p for p, _ in parts]), torch.cat([h for _, h in parts])
 
 
-def _logps(head, hidden, targets, temperature, weight=None):
-    z = _scaled(head(hidden) if weight is None else F.linear(hidden, weight, head.bias), temperature)
+def _logps(head, hidden, targets, temperature):
+    """Through any head module, differentiable by autograd (checkpointed chunks)."""
+    z = _scaled(head(hidden), temperature)
     logps = z.gather(-1, targets[:, None]).squeeze(-1) - z.logsumexp(-1)
     return logps, (z.detach().argmax(-1) == targets)
+
+
+def _logits(hidden, weight, bias, temperature: float) -> torch.Tensor:
+    """One chunk's logits / T in at least float32, a tensor of its own (so it can be changed in place)."""
+    z = F.linear(hidden, weight, bias)
+    if z.dtype in (torch.bfloat16, torch.float16):
+        z = z.float()
+    return z.div_(temperature) if temperature != 1.0 else z
+
+
+def _softmax_(z: torch.Tensor, targets: torch.Tensor):
+    """(log p(target), top-1 hit, logsumexp, sum of exp(z - max)) of a chunk's logits `z`, leaving
+    exp(z - max) in `z`: the chunk's one [rows, vocab] buffer is all it takes (`logsumexp` would
+    allocate a second one for its exponentials)."""
+    hits = z.argmax(-1) == targets
+    picked = z.gather(-1, targets[:, None]).squeeze(-1)
+    top = z.amax(-1)
+    sums = z.sub_(top[:, None]).exp_().sum(-1)
+    lse = top + sums.log()
+    return picked - lse, hits, lse, sums
 
 
 def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -136,13 +168,12 @@ class _FrozenHeadLogps(torch.autograd.Function):
         rows = torch.arange(min(n, chunk), device=hidden.device)
         for k in range(0, n, chunk):
             y = targets[k:k + chunk]
-            z = _scaled(F.linear(hidden[k:k + chunk], weight, bias), temperature)
-            lse = z.logsumexp(-1)
-            logps[k:k + chunk] = z.gather(-1, y[:, None]).squeeze(-1) - lse
-            hits[k:k + chunk] = z.argmax(-1) == y
-            p = z.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+            z = _logits(hidden[k:k + chunk], weight, bias, temperature)
+            logps[k:k + chunk], hits[k:k + chunk], _, sums = _softmax_(z, y)
+            p = z.div_(sums[:, None])  # softmax, in place of the logits
             p[rows[:len(y)], y] -= 1.0  # softmax - onehot = -T d logp / d z
             grad[k:k + chunk] = torch.matmul(p.to(weight.dtype), weight).to(hidden.dtype) / -temperature
+            del z, p  # before the next chunk's logits exist
         ctx.save_for_backward(grad)
         ctx.mark_non_differentiable(hits)
         return logps, hits
@@ -151,3 +182,63 @@ class _FrozenHeadLogps(torch.autograd.Function):
     def backward(ctx, grad_logps, _grad_hits):
         (grad,) = ctx.saved_tensors
         return grad * grad_logps[:, None].to(grad.dtype), None, None, None, None, None
+
+
+class _TrainedHeadLogps(torch.autograd.Function):
+    """Log-probs through a trainable linear head: logits made chunk by chunk in forward and again in backward.
+
+    Under autocast the matmuls run in its dtype, as autograd through `F.linear` would, with the weight
+    cast once a pass; the weight's and bias's gradients are summed over the chunks in their own dtype."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, temperature, chunk):
+        n = hidden.shape[0]
+        w = _cast(weight)
+        logps = hidden.new_empty(n, dtype=torch.promote_types(hidden.dtype, torch.float32))
+        lse = torch.empty_like(logps)
+        hits = torch.empty(n, dtype=torch.bool, device=hidden.device)
+        for k in range(0, n, chunk):
+            z = _logits(_cast(hidden[k:k + chunk]), w, _cast(bias), temperature)
+            logps[k:k + chunk], hits[k:k + chunk], lse[k:k + chunk], _ = _softmax_(z, targets[k:k + chunk])
+        ctx.save_for_backward(hidden, weight, bias, targets, lse)
+        ctx.temperature, ctx.chunk = temperature, chunk
+        ctx.autocast = torch.is_autocast_enabled(hidden.device.type)
+        ctx.mark_non_differentiable(hits)
+        return logps, hits
+
+    @staticmethod
+    def backward(ctx, grad_logps, _grad_hits):
+        hidden, weight, bias, targets, lse = ctx.saved_tensors
+        temperature, chunk, n = ctx.temperature, ctx.chunk, hidden.shape[0]
+        with torch.autocast(hidden.device.type, enabled=ctx.autocast):
+            w = _cast(weight)
+            h_all = _cast(hidden)
+            grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+            grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+            grad_bias = torch.zeros_like(bias) if bias is not None and ctx.needs_input_grad[2] else None
+            rows = torch.arange(min(n, chunk), device=hidden.device)
+            for k in range(0, n, chunk):
+                y, h = targets[k:k + chunk], h_all[k:k + chunk]
+                g = _logits(h, w, _cast(bias), temperature).sub_(lse[k:k + chunk, None]).exp_()  # softmax, in place
+                g[rows[:len(y)], y] -= 1.0  # softmax - onehot = -T d logp / d z
+                g.mul_((grad_logps[k:k + chunk] / -temperature)[:, None].to(g.dtype))  # d loss / d (W h + b)
+                g = g.to(w.dtype)
+                if grad_hidden is not None:
+                    grad_hidden[k:k + chunk] = (g @ w).to(hidden.dtype)
+                if grad_weight is None:
+                    pass
+                elif g.dtype == grad_weight.dtype:
+                    grad_weight.addmm_(g.T, h)  # in place: no second weight-sized tensor
+                else:  # autocast: the chunk's share in its dtype, summed in the weight's
+                    grad_weight.add_(g.T @ h)
+                if grad_bias is not None:
+                    grad_bias.add_(g.sum(0))
+                del g  # before the next chunk's logits exist
+        return grad_hidden, grad_weight, grad_bias, None, None, None
+
+
+def _cast(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    """`tensor` in autocast's dtype where autocast is on (what F.linear would compute in), else as it is."""
+    if tensor is None or not torch.is_autocast_enabled(tensor.device.type) or not tensor.is_floating_point():
+        return tensor
+    return tensor.to(torch.get_autocast_dtype(tensor.device.type))
