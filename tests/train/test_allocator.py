@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from unitune.malloc import library
-from unitune.train.allocator import _glibc, choose
+from unitune.train.allocator import KEEP_PURGE_DELAY_MS, _glibc, choose
 
 pytestmark = pytest.mark.skipif(_glibc() is None, reason="the allocator knobs are glibc's")
 
@@ -171,8 +171,8 @@ print(mode, inside, mi.mi_option_get(MI_OPTION_PURGE_DELAY))
 
 
 @pytest.mark.skipif(library("mimalloc") is None, reason="mimalloc is not installed")
-@pytest.mark.parametrize("mode,want", [("keep", "keep -1 10"), ("release", "release 10 10")])
-def test_keep_stops_mimalloc_handing_freed_pages_back_while_training(mode, want):
+@pytest.mark.parametrize("mode,want", [("keep", f"keep {KEEP_PURGE_DELAY_MS} 10"), ("release", "release 10 10")])
+def test_keep_holds_mimalloc_freed_pages_for_a_few_seconds_while_training(mode, want):
     env = {**os.environ, "LD_PRELOAD": library("mimalloc"), "MIMALLOC_PURGE_DELAY": "10"}
     out = subprocess.run([sys.executable, "-c", MI_PROBE, mode], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.split() == want.split()

@@ -71,7 +71,7 @@ class TrainConfig:
     recompute_elementwise: bool = True  # remake norm outputs, SwiGLU products and trained norms' normalised inputs in backward instead of keeping them (same gradients; off under checkpointing)
     max_tokens_per_forward: int = 0  # > 0: run each micro-batch as forward/backward passes of at most this many padded tokens (whole rows; same gradients, less activation memory)
     optimizer_in_backward: bool = False  # step each parameter as soon as its gradient is complete, then free that gradient: a full set never exists (lowers the peak under gradient checkpointing, where gradients are most of it); needs max_grad_norm 0, grad_accum 1, one pass a step, one process
-    cpu_allocator: Literal["auto", "keep", "release", "trim"] = "auto"  # keep: reuse freed memory (no page faults); trim: return it after every step; auto: trim for CPU runs with gradient checkpointing, else keep for CPU full FT. glibc's malloc; under mimalloc (the `unitune` command's, unitune/malloc.py) keep stops it handing freed pages back, the rest do nothing
+    cpu_allocator: Literal["auto", "keep", "release", "trim"] = "auto"  # keep: reuse freed memory (no page faults); trim: return it after every step; auto: trim for CPU runs with gradient checkpointing, else keep for CPU full FT. glibc's malloc; under mimalloc (the `unitune` command's, unitune/malloc.py) keep makes it hand freed pages back after 3 s unused instead of 10 ms, the rest do nothing
     freeze_layers: int = 0  # full fine-tuning: freeze the embeddings and the first N decoder layers
     seed: int = 42
     log_every: int = 1
