@@ -192,53 +192,51 @@ class _TrainedHeadLogps(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, temperature, chunk):
-        n = hidden.shape[0]
-        w = _cast(weight)
+        device = hidden.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None  # compute dtype
+        n, w, b = hidden.shape[0], _to(weight, dtype), _to(bias, dtype)
         logps = hidden.new_empty(n, dtype=torch.promote_types(hidden.dtype, torch.float32))
         lse = torch.empty_like(logps)
         hits = torch.empty(n, dtype=torch.bool, device=hidden.device)
         for k in range(0, n, chunk):
-            z = _logits(_cast(hidden[k:k + chunk]), w, _cast(bias), temperature)
+            z = _logits(_to(hidden[k:k + chunk], dtype), w, b, temperature)
             logps[k:k + chunk], hits[k:k + chunk], lse[k:k + chunk], _ = _softmax_(z, targets[k:k + chunk])
         ctx.save_for_backward(hidden, weight, bias, targets, lse)
-        ctx.temperature, ctx.chunk = temperature, chunk
-        ctx.autocast = torch.is_autocast_enabled(hidden.device.type)
+        ctx.temperature, ctx.chunk, ctx.dtype = temperature, chunk, dtype
         ctx.mark_non_differentiable(hits)
         return logps, hits
 
     @staticmethod
     def backward(ctx, grad_logps, _grad_hits):
         hidden, weight, bias, targets, lse = ctx.saved_tensors
-        temperature, chunk, n = ctx.temperature, ctx.chunk, hidden.shape[0]
-        with torch.autocast(hidden.device.type, enabled=ctx.autocast):
-            w = _cast(weight)
-            h_all = _cast(hidden)
-            grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-            grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
-            grad_bias = torch.zeros_like(bias) if bias is not None and ctx.needs_input_grad[2] else None
+        temperature, chunk, dtype, n = ctx.temperature, ctx.chunk, ctx.dtype, hidden.shape[0]
+        want_hidden, want_weight, want_bias = ctx.needs_input_grad[:3]
+        with torch.autocast(hidden.device.type, enabled=False):  # forward's dtype, whatever surrounds backward
+            w, b, h_all = _to(weight, dtype), _to(bias, dtype), _to(hidden, dtype)
+            grad_hidden = torch.empty_like(hidden) if want_hidden else None
+            grad_weight = torch.zeros_like(weight) if want_weight else None
+            grad_bias = torch.zeros_like(bias) if want_bias else None
             rows = torch.arange(min(n, chunk), device=hidden.device)
             for k in range(0, n, chunk):
                 y, h = targets[k:k + chunk], h_all[k:k + chunk]
-                g = _logits(h, w, _cast(bias), temperature).sub_(lse[k:k + chunk, None]).exp_()  # softmax, in place
+                g = _logits(h, w, b, temperature).sub_(lse[k:k + chunk, None]).exp_()  # softmax, in place
                 g[rows[:len(y)], y] -= 1.0  # softmax - onehot = -T d logp / d z
                 g.mul_((grad_logps[k:k + chunk] / -temperature)[:, None].to(g.dtype))  # d loss / d (W h + b)
                 g = g.to(w.dtype)
-                if grad_hidden is not None:
+                if want_hidden:
                     grad_hidden[k:k + chunk] = (g @ w).to(hidden.dtype)
-                if grad_weight is None:
-                    pass
-                elif g.dtype == grad_weight.dtype:
+                if want_weight and g.dtype == grad_weight.dtype:
                     grad_weight.addmm_(g.T, h)  # in place: no second weight-sized tensor
-                else:  # autocast: the chunk's share in its dtype, summed in the weight's
+                elif want_weight:  # autocast: the chunk's share in its dtype, summed in the weight's
                     grad_weight.add_(g.T @ h)
-                if grad_bias is not None:
+                if want_bias:
                     grad_bias.add_(g.sum(0))
                 del g  # before the next chunk's logits exist
         return grad_hidden, grad_weight, grad_bias, None, None, None
 
 
-def _cast(tensor: torch.Tensor | None) -> torch.Tensor | None:
-    """`tensor` in autocast's dtype where autocast is on (what F.linear would compute in), else as it is."""
-    if tensor is None or not torch.is_autocast_enabled(tensor.device.type) or not tensor.is_floating_point():
+def _to(tensor: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor | None:
+    """A floating-point `tensor` in `dtype` (autocast's, what F.linear would compute in); as it is for None."""
+    if tensor is None or dtype is None or not tensor.is_floating_point():
         return tensor
-    return tensor.to(torch.get_autocast_dtype(tensor.device.type))
+    return tensor.to(dtype)
