@@ -1,0 +1,106 @@
+"""Where in a training step the resident-memory peak falls: forward, the LM head's backward, the
+decoder's backward, or the optimizer step. Each phase's peak is exact: the kernel's high-water mark
+(VmHWM) is reset as the phase starts and read as it ends (Linux: /proc/self/clear_refs).
+
+    .venv/bin/python bench/memory_phases.py [dpo] [--purge-delay MS] [extra unitune flags, e.g. --lora.enabled false]
+
+Run with `--purge-delay 0` (mimalloc hands freed pages back at once), resident memory is what is
+live, so the phases show what each one holds; with the malloc's usual settings they show what it
+also keeps. `--purge-delay MS` sets mimalloc's purge delay before every step, over whatever
+`train.cpu_allocator` set (it needs the `unitune` command's mimalloc: unitune/malloc.py).
+
+The benchmark's SFT workload (bench/.work/data/sft.jsonl, written by bench/run.py; batch 4) or with
+`dpo` first its DPO workload (batch 2); fp32, LoRA r=8 unless `--lora.enabled false`, 4 steps.
+Each step prints `phase: peak (resident before -> after)` in GiB.
+"""
+
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[0] = str(ROOT)
+from unitune.malloc import active, preload  # noqa: E402
+
+preload()  # the malloc the `unitune` command runs on
+
+
+def _status(field: str) -> float:
+    text = Path("/proc/self/status").read_text()
+    return int(text.split(f"{field}:")[1].split()[0]) / 2**20  # kB -> GiB
+
+
+class Phases:
+    """Peak resident memory of named phases, in the order they ran."""
+
+    def __init__(self):
+        self.rows, self.started = [], {}
+
+    def begin(self, name: str) -> None:
+        self.started[name] = _status("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+
+    def end(self, name: str) -> None:
+        self.rows.append(f"{name}: {_status('VmHWM'):.2f} ({self.started.pop(name):.2f} -> {_status('VmRSS'):.2f})")
+
+    def wrap(self, name: str, fn):
+        def wrapped(*args, **kwargs):
+            self.begin(name)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.end(name)
+        return wrapped
+
+    def take(self) -> str:
+        rows, self.rows = self.rows, []
+        return " | ".join(rows)
+
+
+def main(argv: list[str]) -> None:
+    import torch  # noqa: F401
+
+    from unitune.cli import main as cli
+    from unitune.train import loop
+    from unitune.train.allocator import MI_OPTION_PURGE_DELAY, _mimalloc
+
+    purge = None
+    if "--purge-delay" in argv:
+        at = argv.index("--purge-delay")
+        purge = int(argv[at + 1])
+        del argv[at:at + 2]
+        if _mimalloc() is None:
+            raise SystemExit("--purge-delay needs mimalloc as the malloc in use (unitune/malloc.py)")
+    phases = Phases()
+    init, train_step = loop.Trainer.__init__, loop.Trainer.train_step
+
+    def patched_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.objective.loss = phases.wrap("forward", self.objective.loss)
+        self.acc.backward = phases.wrap("backward", self.acc.backward)
+        self.optimizer.step = phases.wrap("optimizer", self.optimizer.step)
+        model = self.unwrapped
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        # the LM head's backward ends where the final norm's begins: the peak up to then is the head's
+        base.get_decoder().norm.register_full_backward_pre_hook(
+            lambda *_: phases.rows.append(f"  head's backward: {_status('VmHWM'):.2f}"))
+
+    def patched_step(self):
+        if purge is not None:  # after train.cpu_allocator set its own
+            _mimalloc().mi_option_set(MI_OPTION_PURGE_DELAY, purge)
+        began = time.perf_counter()
+        row = train_step(self)
+        print(f"step {self.step} ({time.perf_counter() - began:.1f} s) {phases.take()}", flush=True)
+        return row
+
+    loop.Trainer.__init__, loop.Trainer.train_step = patched_init, patched_step
+    verb = argv.pop(0) if argv and argv[0] == "dpo" else "sft"
+    print(f"malloc: {active()}" + (f", purge delay {purge} ms" if purge is not None else ""))
+    cli([verb, "--model.name", "smollm2-135m-instruct", "--data.train", str(ROOT / f"bench/.work/data/{verb}.jsonl"),
+         "--data.max_length", "512", "--train.max_steps", "4", "--train.batch_size", "2" if verb == "dpo" else "4",
+         "--lora.r", "8", "--lora.alpha", "16", "--train.progress", "false", "--train.plot", "false",
+         "--train.tensorboard", "false", "--train.output_dir", "/tmp/memory-phases", *argv])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
