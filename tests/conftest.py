@@ -1,6 +1,18 @@
 """Shared fixtures: the tiny models and the real SmolLM2 tokenizer, built once per session."""
 
+import sys
+
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Each test starts from accelerate's defaults: its state is one per process, so an in-process run
+    with `mixed_precision: bf16` (the Python API's tests) left bf16 autocast on for every `Accelerator()`
+    a later test built. unitune's own sessions reset it (unitune/train/session.py)."""
+    yield
+    if "accelerate.state" in sys.modules:
+        sys.modules["accelerate.state"].AcceleratorState._reset_state()
 
 
 @pytest.fixture(scope="session")

@@ -85,6 +85,26 @@ def test_trained_head_under_bf16_autocast_matches_autograd():
 
 
 @pytest.mark.parametrize("frozen", [True, False], ids=["frozen-head", "trainable-head"])
+def test_a_float64_head_stays_float64_under_autocast(frozen):
+    """Autocast leaves float64 tensors as they are; so does the head (a float64 model trained inside a
+    bf16 autocast block gets float64 numbers)."""
+    torch.manual_seed(5)
+    head = torch.nn.Linear(16, 50, dtype=torch.float64).requires_grad_(not frozen)
+    hidden = torch.randn(30, 16, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 50, (30,))
+    want, _ = _reference(head, hidden, targets, 1.0)
+    want.sum().backward()
+    want_grads = [hidden.grad.clone()] + ([] if frozen else [head.weight.grad.clone()])
+    hidden.grad, head.weight.grad = None, None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, _ = token_logps(head, hidden, targets, chunk=7)
+        got.sum().backward()
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    for g, w in zip([hidden.grad] + ([] if frozen else [head.weight.grad]), want_grads):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("frozen", [True, False], ids=["frozen-head", "trainable-head"])
 def test_the_head_holds_one_chunk_of_logits_at_a_time(frozen):
     """What a pass through the head allocates, at most, at any moment: one chunk of [rows, vocab] logits
     and the tensors it returns (the frozen head's d logp / d hidden in forward; the trained head's

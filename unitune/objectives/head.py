@@ -146,9 +146,14 @@ def _compute_dtype(weight: torch.Tensor) -> torch.Tensor:
     caches casts only of weights that require grad, so it cast this one at every use, twice a
     chunk (6% of a bf16 LoRA step for a 49k x 576 head). The same numbers."""
     device = weight.device.type
-    if torch.is_autocast_enabled(device) and weight.is_floating_point() and not weight.requires_grad:
+    if torch.is_autocast_enabled(device) and _autocast_casts(weight) and not weight.requires_grad:
         return weight.to(torch.get_autocast_dtype(device))
     return weight
+
+
+def _autocast_casts(tensor: torch.Tensor) -> bool:
+    """Whether autocast would cast `tensor` for a matmul: floating point, but not float64, which it leaves be."""
+    return tensor.is_floating_point() and tensor.dtype != torch.float64
 
 
 def _frozen_linear(head) -> bool:
@@ -236,7 +241,7 @@ class _TrainedHeadLogps(torch.autograd.Function):
 
 
 def _to(tensor: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor | None:
-    """A floating-point `tensor` in `dtype` (autocast's, what F.linear would compute in); as it is for None."""
-    if tensor is None or dtype is None or not tensor.is_floating_point():
+    """`tensor` in `dtype` (autocast's, what F.linear would compute in) where autocast would cast it."""
+    if tensor is None or dtype is None or not _autocast_casts(tensor):
         return tensor
     return tensor.to(dtype)
