@@ -27,7 +27,7 @@ batch once needed: over 8 steps of varying length the peak reached 3.08 GiB wher
 at ~2.9. So under mimalloc `keep` sets its purge delay to 3 s while training runs: what a step frees
 is in use again within the step or the next (activations become gradients, then the next forward's
 activations), and what stays free longer goes back. The same 8 steps, two alternating runs each:
-62-69 s at a 2.97-2.98 GiB peak, against 64-66 s at 3.08 never handing back (1 s: 68-70 s, 2.95).
+62-69 s at a 2.97-2.98 GiB peak, against 64-66 s at 3.08 never handing back (1 s: 67-70 s, 2.95).
 `trim` and `release` leave mimalloc's delay as it is.
 Elsewhere (macOS, musl, jemalloc, tcmalloc) the setting does nothing.
 
