@@ -34,6 +34,8 @@ def case_files(tmp):
         "unknown flag": (["--lora.rr", "4"], ["--lora.rr", "lora.r"]),
         "bad number": (["--train.lr", "fast"], ["train.lr", "number"]),
         "bad choice": (["--train.scheduler", "cosin"], ["train.scheduler", "cosine"]),
+        "neither a number nor auto": (["--train.max_tokens_per_forward", "lots"],
+                                      ["train.max_tokens_per_forward", "integer", "auto"]),
         "unknown model": (["--model", "tiny-lama"], ["tiny-lama", "tiny-llama"]),
         "unknown template": (["--template.name", "chatm"], ["chatm", "chatml"]),
         "yaml unknown key": (_yaml(tmp, "k.yaml", "lora:\n  alpah: 8\n"), ["k.yaml", "lora.alpah", "lora.alpha"]),
@@ -51,7 +53,7 @@ def _yaml(tmp, name, text):
 
 NAMES = ["invalid json line", "unknown role", "content wrong type", "missing alpaca output",
          "empty assistant content", "no assistant turn", "empty file", "missing data file", "no training data",
-         "unknown flag", "bad number", "bad choice", "unknown model", "unknown template", "yaml unknown key",
+         "unknown flag", "bad number", "bad choice", "neither a number nor auto", "unknown model", "unknown template", "yaml unknown key",
          "invalid yaml", "missing config file", "unknown column rename"]
 
 

@@ -75,3 +75,33 @@ def test_checkpointed_lora_run_equals_the_plain_one(tmp_path):
     wa = load_file(plain / "final" / "adapter_model.safetensors")
     wb = load_file(checkpointed / "final" / "adapter_model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_lora_on_cpu_trains_a_long_batch_as_passes_with_the_same_result(tmp_path):
+    """train.max_tokens_per_forward auto (the default): on CPU a LoRA batch of 4 rows of ~300 tokens
+    (over 1024 padded tokens) trains as several passes, to the losses and adapter of one pass a batch;
+    full fine-tuning keeps one pass, and config.yaml records what auto chose."""
+    long = [{"messages": [{"role": "user", "content": f"Count for guest {i}."},
+                          {"role": "assistant", "content": " ".join(["one two three"] * 95)}]} for i in range(8)]
+    data = write_jsonl(tmp_path / "long.jsonl", long)
+    args = ["--data.max_length", "512", "--lora.enabled", "true", "--lora.r", "4", "--train.max_steps", "2",
+            "--train.batch_size", "4"]
+    auto, whole = tmp_path / "auto", tmp_path / "whole"
+    proc = cli(*common(data, auto, *args))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "train.max_tokens_per_forward auto: 1024" in proc.stdout
+    assert "step 1 runs its 1 micro-batch(es) as 2 forward/backward passes" in proc.stdout
+    assert "max_tokens_per_forward: 1024" in (auto / "config.yaml").read_text()
+    proc = cli(*common(data, whole, *args, "--train.max_tokens_per_forward", "0"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "forward/backward passes" not in proc.stdout
+    for a, b in zip(metrics(auto), metrics(whole), strict=True):
+        assert abs(a["loss"] - b["loss"]) < 1e-5 and a["tokens"] == b["tokens"]
+    wa = load_file(auto / "final" / "adapter_model.safetensors")
+    wb = load_file(whole / "final" / "adapter_model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+    proc = cli(*common(data, tmp_path / "full", *args[:2], "--train.max_steps", "1", "--train.batch_size", "4"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "max_tokens_per_forward auto" not in proc.stdout and "forward/backward passes" not in proc.stdout
+    assert "max_tokens_per_forward: 0" in (tmp_path / "full" / "config.yaml").read_text()

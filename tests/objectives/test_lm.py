@@ -15,7 +15,8 @@ def test_sft_vector_step_normalised(tmp_path):
     logps = {10: -2.0, 11: -1.0, **{t: -0.1 for t in range(13, 19)}}
     rows = [[{"input_ids": [10, 11, 12], "mask": [0, 1, 1]}],
             [{"input_ids": list(range(13, 20)), "mask": [0] + [1] * 6}]]
-    cfg = TrainConfig(batch_size=1, grad_accum=2, max_steps=1, progress=False, tensorboard=False)
+    cfg = TrainConfig(batch_size=1, grad_accum=2, max_steps=1, progress=False, tensorboard=False,
+                      max_tokens_per_forward=0)
     trainer = Trainer(model=FixedLogProbs(logps), objective=LMObjective("sft", pad_id=0), rows=rows, val_rows=[],
                       cfg=cfg, accelerator=Accelerator(cpu=True), output_dir=tmp_path)
     # both micro-batches land in the one step, whatever the shuffled order

@@ -14,7 +14,7 @@ from unitune.train.loop import Schedule, Trainer, epoch_batches, split_by_tokens
 
 def one_step(model, rows, batch_size, grad_accum, tmp_path, objective=None, **cfg):
     cfg = TrainConfig(batch_size=batch_size, grad_accum=grad_accum, max_steps=1, lr=1e-3, progress=False,
-                      tensorboard=False, max_grad_norm=0.0, **cfg)
+                      tensorboard=False, max_grad_norm=0.0, **{"max_tokens_per_forward": 0, **cfg})
     objective = objective or LMObjective("sft", pad_id=2)
     trainer = Trainer(model=model, objective=objective, rows=rows, val_rows=[], cfg=cfg,
                       accelerator=Accelerator(cpu=True), output_dir=tmp_path,
@@ -122,7 +122,8 @@ def test_nan_loss_skip_mode_leaves_weights_alone(tiny_model, tmp_path):
     with torch.no_grad():
         tiny_model.get_input_embeddings().weight[10:2000] = float("nan")
     before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
-    cfg = TrainConfig(batch_size=2, max_steps=1, progress=False, tensorboard=False, on_nan="skip")
+    cfg = TrainConfig(batch_size=2, max_steps=1, progress=False, tensorboard=False, on_nan="skip",
+                      max_tokens_per_forward=0)
     trainer = Trainer(model=tiny_model, objective=LMObjective("sft", pad_id=2), rows=[[f] for f in random_features(2)],
                       val_rows=[], cfg=cfg, accelerator=Accelerator(cpu=True), output_dir=tmp_path)
     assert trainer.train_step() == {"skipped_nan": 1} and trainer.step == 1

@@ -39,8 +39,13 @@ def coerce(key: str, value: Any, tp) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return coerce(key, value, inner)
+        arms, refusals = [a for a in args if a is not type(None)], []
+        for arm in arms:  # the first type that takes the value, e.g. int | Literal["auto"]
+            try:
+                return coerce(key, value, arm)
+            except UnituneError as refused:
+                refusals.append(str(refused).removeprefix(f"{key}: "))
+        raise UnituneError(f"{key}: " + "; nor ".join(refusals))
     if origin is Literal:
         if value not in args:
             raise UnituneError(f"{key}: '{value}' is not one of {', '.join(map(str, args))}{suggest(str(value), map(str, args))}")

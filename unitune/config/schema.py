@@ -6,7 +6,7 @@ Field docstrings (the comment after each field) are what `--help` prints.
 """
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 
 @dataclass
@@ -69,7 +69,7 @@ class TrainConfig:
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"  # autocast; bf16 pays on CPUs with AMX / AVX-512 BF16 (auto: bf16 where the CPU or GPU has it, else no)
     gradient_checkpointing: bool = False
     recompute_elementwise: bool = True  # remake norm outputs, SwiGLU products and trained norms' normalised inputs in backward instead of keeping them (same gradients; off under checkpointing)
-    max_tokens_per_forward: int = 0  # > 0: run each micro-batch as forward/backward passes of at most this many padded tokens (whole rows; same gradients, less activation memory)
+    max_tokens_per_forward: Union[int, Literal["auto"]] = "auto"  # > 0: run each micro-batch as forward/backward passes of at most this many padded tokens (whole rows; same gradients, less activation memory); 0: one pass; auto: 1024 for LoRA sft/pt/dpo/rm on CPU without checkpointing, else 0 (unitune/train/loop.py)
     optimizer_in_backward: bool = False  # step each parameter as soon as its gradient is complete, then free that gradient: a full set never exists (lowers the peak under gradient checkpointing, where gradients are most of it); needs max_grad_norm 0, grad_accum 1, one pass a step, one process
     cpu_allocator: Literal["auto", "keep", "release", "trim"] = "auto"  # keep: reuse freed memory (no page faults); trim: return it after every step; auto: trim for CPU runs with gradient checkpointing, else keep for CPU full FT. glibc's malloc; under mimalloc (the `unitune` command's, unitune/malloc.py) keep makes it hand freed pages back after 3 s unused instead of 10 ms, the rest do nothing
     freeze_layers: int = 0  # full fine-tuning: freeze the embeddings and the first N decoder layers

@@ -62,6 +62,30 @@ def split_by_tokens(batch: list[int], lengths: list[int], budget: int) -> list[l
     return parts + [part] if part else parts
 
 
+CPU_TOKENS_PER_FORWARD = 1024  # what train.max_tokens_per_forward auto is for LoRA on CPU
+CUT_BY_THE_LOOP = ("pt", "sft", "dpo", "rm")  # verbs whose micro-batches the loop may cut: a loss summed over rows
+
+
+def tokens_per_forward(setting: int | str, *, verb: str, device_type: str, lora: bool, checkpointing: bool,
+                       in_backward: bool) -> int:
+    """What train.max_tokens_per_forward = setting is in this run: the padded tokens of one pass, 0 for one
+    pass per micro-batch.
+
+    auto cuts a LoRA micro-batch on CPU into passes of at most 1024 padded tokens. A CPU runs a
+    1024-row matmul no slower per row than a longer one, and LoRA's gradients are small, so the passes
+    cost little and a step holds one pass's activations instead of the whole batch's: the benchmark's
+    fp32 SFT LoRA batches (4 rows of 150-300 tokens) peaked at 1.64 instead of 1.85 GiB over 12 steps,
+    in the same time within the machine's spread (512 tokens: 1.37 GiB, ~5% slower; BENCHMARKS.md).
+    Everywhere else auto is 0: on a GPU longer passes run faster; in full fine-tuning the first pass's
+    gradients, as large as the weights, would stay beside the next pass's activations; checkpointing
+    already keeps little; stepping inside backward needs one pass; kto's loss couples its rows; and
+    grpo cuts its own generated batches."""
+    if setting != "auto":
+        return setting
+    cut = (device_type == "cpu" and lora and verb in CUT_BY_THE_LOOP and not checkpointing and not in_backward)
+    return CPU_TOKENS_PER_FORWARD if cut else 0
+
+
 @dataclass
 class Schedule:
     """How many steps, and which micro-batches each step and rank gets."""
@@ -132,8 +156,9 @@ class Trainer:
         lengths = row_lengths or [1] * len(rows)
         self.schedule = Schedule(lengths, cfg.batch_size, cfg.grad_accum, accelerator.num_processes,
                                  cfg.seed, group_by_length, getattr(objective, "steps_per_batch", 1))
-        if cfg.max_tokens_per_forward < 0:
-            raise UnituneError(f"train.max_tokens_per_forward must be 0 (off) or positive, got {cfg.max_tokens_per_forward}")
+        if not isinstance(cfg.max_tokens_per_forward, int) or cfg.max_tokens_per_forward < 0:
+            raise UnituneError(f"train.max_tokens_per_forward must be 0 (off) or positive, got "
+                               f"{cfg.max_tokens_per_forward!r} (auto is the session's to resolve: tokens_per_forward)")
         if cfg.max_tokens_per_forward and not getattr(objective, "rows_independent", False):
             raise UnituneError(f"train.max_tokens_per_forward: the {objective.name} loss is not a sum of per-row terms, "
                                "so splitting a micro-batch would change it; lower train.batch_size and raise "

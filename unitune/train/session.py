@@ -21,7 +21,7 @@ from unitune.models.lora import (count_parameters, frozen_base_dtype, lower_froz
 from unitune.objectives import build_objective
 from unitune.templates import resolve_chat_template
 from unitune.train.allocator import cap_kernel_cache, cpu_allocator, trim_heap
-from unitune.train.loop import Trainer, check_in_backward
+from unitune.train.loop import Trainer, check_in_backward, tokens_per_forward
 from unitune.train.metrics import plot_loss
 from unitune.train.runcard import fingerprint, save_final, write_run_card
 
@@ -38,6 +38,14 @@ def train_session(verb: str, cfg: Config) -> dict:
         cfg = replace(cfg, train=replace(cfg.train, mixed_precision=auto_mixed_precision(_no_gpu())))
     AcceleratorState._reset_state()  # several runs in one process (the Python API) may differ in precision
     acc = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=_no_gpu())
+    if cfg.train.max_tokens_per_forward == "auto":  # like mixed_precision: config.yaml records the choice
+        budget = tokens_per_forward("auto", verb=verb, device_type=acc.device.type, lora=cfg.lora.enabled,
+                                    checkpointing=cfg.train.gradient_checkpointing,
+                                    in_backward=cfg.train.optimizer_in_backward)
+        cfg = replace(cfg, train=replace(cfg.train, max_tokens_per_forward=budget))
+        if budget:
+            acc.print(f"unitune: train.max_tokens_per_forward auto: {budget} (LoRA on {acc.device.type}: a batch "
+                      f"longer than {budget} padded tokens trains as several passes, with the same gradients)")
     if cfg.train.optimizer_in_backward:  # before the data and the model load, not after
         check_in_backward(cfg.train, acc)
     set_seed(cfg.train.seed)
