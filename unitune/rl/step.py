@@ -61,7 +61,9 @@ class GenerationPhase:
         self.cfg, self.s, self.rewards, self.rollout = cfg, settings, rewards, rollout
         self.reference, self.acc, self.train_rows, self.pad_id = reference, accelerator, train_rows, pad_id
         self.shared_rows = cfg.grpo.shared_prefix and takes_4d_mask(cfg.model.attn_implementation)  # one row per group
-        self.row_tokens = min(ROW_TOKENS, cfg.train.max_tokens_per_forward or ROW_TOKENS)  # a row fits a pass's budget
+        budget = cfg.train.max_tokens_per_forward  # auto is 0 for grpo (train/loop.py::tokens_per_forward)
+        self.budget = 0 if budget == "auto" else budget
+        self.row_tokens = min(ROW_TOKENS, self.budget or ROW_TOKENS)  # a row fits a pass's budget
         g = cfg.grpo
         self.g, self.temperature = g.num_generations, g.temperature
         self.params = SamplingParams(max_new_tokens=g.max_completion_length, temperature=g.temperature,
@@ -131,7 +133,7 @@ class GenerationPhase:
     def _parts(self, samples: Samples, sizes: list[int], step: int) -> list[range]:
         """Each micro-batch's completions; with train.max_tokens_per_forward, cut into parts of at most
         that many padded tokens (the loss is a sum over completions, so the gradient is the same)."""
-        budget, parts, start = self.cfg.train.max_tokens_per_forward, [], 0
+        budget, parts, start = self.budget, [], 0
         for size in sizes:
             if budget:
                 ids = range(start, start + size)
