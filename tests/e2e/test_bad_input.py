@@ -53,8 +53,8 @@ def _yaml(tmp, name, text):
 
 NAMES = ["invalid json line", "unknown role", "content wrong type", "missing alpaca output",
          "empty assistant content", "no assistant turn", "empty file", "missing data file", "no training data",
-         "unknown flag", "bad number", "bad choice", "neither a number nor auto", "unknown model", "unknown template", "yaml unknown key",
-         "invalid yaml", "missing config file", "unknown column rename"]
+         "unknown flag", "bad number", "bad choice", "neither a number nor auto", "unknown model", "unknown template",
+         "yaml unknown key", "invalid yaml", "missing config file", "unknown column rename"]
 
 
 @pytest.mark.parametrize("case", NAMES)
