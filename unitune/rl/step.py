@@ -33,6 +33,7 @@ from unitune.rl import advantages as adv
 from unitune.rl.batch import ROW_TOKENS, build_batch, completion_logps, pad_rows, split_by_tokens
 from unitune.rl.rewards import combine, score
 from unitune.rl.rollout import SamplingParams
+from unitune.train.loop import tokens_per_forward
 
 
 @dataclass
@@ -61,8 +62,10 @@ class GenerationPhase:
         self.cfg, self.s, self.rewards, self.rollout = cfg, settings, rewards, rollout
         self.reference, self.acc, self.train_rows, self.pad_id = reference, accelerator, train_rows, pad_id
         self.shared_rows = cfg.grpo.shared_prefix and takes_4d_mask(cfg.model.attn_implementation)  # one row per group
-        budget = cfg.train.max_tokens_per_forward  # auto is 0 for grpo (train/loop.py::tokens_per_forward)
-        self.budget = 0 if budget == "auto" else budget
+        t = cfg.train  # auto is 0 for grpo, but an objective built without the session still sees "auto"
+        self.budget = tokens_per_forward(t.max_tokens_per_forward, verb="grpo", device_type=accelerator.device.type,
+                                         lora=cfg.lora.enabled, checkpointing=t.gradient_checkpointing,
+                                         in_backward=t.optimizer_in_backward)
         self.row_tokens = min(ROW_TOKENS, self.budget or ROW_TOKENS)  # a row fits a pass's budget
         g = cfg.grpo
         self.g, self.temperature = g.num_generations, g.temperature
