@@ -2,7 +2,7 @@
 decoder's backward, or the optimizer step. Each phase's peak is exact: the kernel's high-water mark
 (VmHWM) is reset as the phase starts and read as it ends (Linux: /proc/self/clear_refs).
 
-    .venv/bin/python bench/memory_phases.py [dpo] [--purge-delay MS] [extra unitune flags, e.g. --lora.enabled false]
+    .venv/bin/python bench/memory_phases.py [dpo] [--purge-delay MS] [--census] [extra unitune flags, e.g. --lora.enabled false]
 
 Run with `--purge-delay 0` (mimalloc hands freed pages back at once), resident memory is what is
 live, so the phases show what each one holds; with the malloc's usual settings they show what it
@@ -11,7 +11,10 @@ also keeps. `--purge-delay MS` sets mimalloc's purge delay before every step, ov
 
 The benchmark's SFT workload (bench/.work/data/sft.jsonl, written by bench/run.py; batch 4) or with
 `dpo` first its DPO workload (batch 2); fp32, LoRA r=8 unless `--lora.enabled false`, 4 steps.
-Each step prints `phase: peak (resident before -> after)` in GiB.
+Each step prints `phase: peak (resident before -> after)` in GiB. `--census` adds, after each step,
+what is resident by kind (/proc/self/smaps: anonymous, file-backed) beside the bytes of the tensors
+Python can reach (weights, optimizer state, every other tensor storage the garbage collector
+tracks): anonymous memory above the tensors is the libraries', the interpreter's or the malloc's.
 """
 
 import sys
@@ -57,6 +60,33 @@ class Phases:
         return " | ".join(rows)
 
 
+def census(trainer) -> str:
+    """Resident memory by kind beside the tensors Python can reach, in GiB, between two steps."""
+    import gc
+
+    import torch
+
+    rss = anon = 0
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if line.startswith("Rss:"):
+            rss += int(line.split()[1])
+        elif line.startswith("Anonymous:"):
+            anon += int(line.split()[1])
+    weights = sum(p.untyped_storage().nbytes() for p in trainer.unwrapped.parameters())
+    state = sum(t.untyped_storage().nbytes() for s in trainer.optimizer.state.values() for t in s.values()
+                if torch.is_tensor(t))
+    seen, tensors = set(), 0
+    for obj in gc.get_objects():
+        if torch.is_tensor(obj) and obj.layout == torch.strided and obj.device.type != "meta":
+            storage = obj.untyped_storage()
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                tensors += storage.nbytes()
+    gib = 2**20  # smaps counts kB
+    return (f"  resident {rss / gib:.2f} (anonymous {anon / gib:.2f}, file-backed {(rss - anon) / gib:.2f}); tensors "
+            f"{tensors / 2**30:.2f}, of them weights {weights / 2**30:.2f} and optimizer state {state / 2**30:.2f}")
+
+
 def main(argv: list[str]) -> None:
     import torch  # noqa: F401
 
@@ -71,6 +101,9 @@ def main(argv: list[str]) -> None:
         del argv[at:at + 2]
         if _mimalloc() is None:
             raise SystemExit("--purge-delay needs mimalloc as the malloc in use (unitune/malloc.py)")
+    take_census = "--census" in argv
+    if take_census:
+        argv.remove("--census")
     phases = Phases()
     init, train_step = loop.Trainer.__init__, loop.Trainer.train_step
 
@@ -91,6 +124,8 @@ def main(argv: list[str]) -> None:
         began = time.perf_counter()
         row = train_step(self)
         print(f"step {self.step} ({time.perf_counter() - began:.1f} s) {phases.take()}", flush=True)
+        if take_census:
+            print(census(self), flush=True)
         return row
 
     loop.Trainer.__init__, loop.Trainer.train_step = patched_init, patched_step
