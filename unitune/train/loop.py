@@ -71,13 +71,12 @@ def tokens_per_forward(setting: int | str, *, verb: str, device_type: str, lora:
     """What train.max_tokens_per_forward = setting is in this run: the padded tokens of one pass, 0 for one
     pass per micro-batch.
 
-    auto cuts a LoRA micro-batch on CPU into passes of at most 1024 padded tokens. On a CPU a pass of
-    that many tokens already runs the matmuls at full rate, and LoRA's gradients are small, so the
-    passes cost little and a step holds one pass's activations instead of the whole batch's: the
-    benchmark's fp32 SFT LoRA batches (4 rows of 150-300 tokens) peaked at 1.64 instead of 1.85 GiB
-    over 12 steps, in the same time within the machine's spread (512 tokens: 1.37 GiB, 4-12% slower),
-    and in the suite SFT LoRA peaked at 1.79 instead of 1.86 GiB, DPO at 1.66 instead of 1.75
-    (BENCHMARKS.md).
+    auto cuts a LoRA micro-batch on CPU into passes of at most 1024 padded tokens. LoRA's gradients are
+    small, so the passes cost little, and a step holds one pass's activations instead of the whole
+    batch's: the benchmark's fp32 SFT LoRA batches (4 rows of 150-300 tokens) peaked at 1.64 instead
+    of 1.85 GiB over 12 steps, in the same time within the machine's spread (512 tokens: 1.37 GiB,
+    4-12% slower), and in the suite SFT LoRA peaked at 1.79 instead of 1.86 GiB, DPO at 1.66 instead
+    of 1.75 (BENCHMARKS.md).
     Everywhere else auto is 0: on a GPU longer passes run faster; in full fine-tuning the first pass's
     gradients, as large as the weights, would stay beside the next pass's activations; checkpointing
     already keeps little; stepping inside backward needs one pass; kto's loss couples its rows; and
