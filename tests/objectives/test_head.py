@@ -104,6 +104,28 @@ def test_a_float64_head_stays_float64_under_autocast(frozen):
         torch.testing.assert_close(g, w, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("path", ["frozen", "trained", "no-grad", "other-module"])
+def test_a_target_tied_for_the_top_logit_is_a_hit(path):
+    """Top-1 hits are "the target's logit is a largest one" on every path: with a zero head every
+    logit ties, so every target is a hit (argmax would count only token 0), and with one row's
+    target alone at the top that row is a hit and the others are not."""
+    head = torch.nn.Linear(8, 20, bias=True).requires_grad_(path == "trained")
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    hidden = torch.randn(6, 8, requires_grad=path != "no-grad")
+    targets = torch.tensor([3, 0, 19, 7, 7, 1])
+    module = head if path != "other-module" else torch.nn.Sequential(head)
+
+    def hits():
+        with torch.set_grad_enabled(path != "no-grad"):
+            return token_logps(module, hidden, targets, chunk=4)[1]
+
+    assert hits().all()
+    with torch.no_grad():
+        head.bias[7] = 1.0
+    assert hits().tolist() == [False, False, False, True, True, False]
+
+
 @pytest.mark.parametrize("frozen", [True, False], ids=["frozen-head", "trainable-head"])
 def test_the_head_holds_one_chunk_of_logits_at_a_time(frozen):
     """What a pass through the head allocates, at most, at any moment: one chunk of [rows, vocab] logits
