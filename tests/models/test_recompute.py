@@ -18,7 +18,8 @@ def _model(lora: bool, recompute: bool, checkpointing: bool = False, autocast: b
     model = load_model("tiny-llama")
     lora_cfg = NS(enabled=lora, r=4, alpha=8, dropout=0.0, target_modules=["all-linear"], use_dora=False,
                   use_rslora=False)
-    train_cfg = NS(gradient_checkpointing=checkpointing, freeze_layers=0, recompute_elementwise=recompute)
+    train_cfg = NS(gradient_checkpointing=checkpointing, checkpoint_above_tokens=0, freeze_layers=0,
+                   recompute_elementwise=recompute)
     model = prepare_for_training(model, lora_cfg, train_cfg)
     if lora and autocast:  # as training does under bf16 autocast: the frozen base stored in bf16
         lower_frozen_base(model, torch.bfloat16)

@@ -1,6 +1,6 @@
 """Make a loaded model trainable the way the config says: LoRA (and DoRA,
 rsLoRA) through peft, or full fine-tuning with the first layers frozen, plus
-gradient checkpointing, the leaner SwiGLU backward (models/swiglu.py) and the activations
+gradient checkpointing (of every layer, or of as many as a long pass needs), the leaner SwiGLU backward (models/swiglu.py) and the activations
 backward makes again rather than keeps (models/recompute.py).
 
 Under mixed precision, LoRA's frozen base linears are stored in the autocast dtype
@@ -22,14 +22,20 @@ warnings.filterwarnings("ignore", message=r".*(is_gradient_checkpointing|gradien
 
 
 def prepare_for_training(model, lora_cfg, train_cfg):
+    from unitune.models.partial_checkpoint import checkpoint_above_tokens
     from unitune.models.recompute import recompute_inputs
     from unitune.models.shared_cast import share_input_casts
     from unitune.models.swiglu import fuse_swiglu
 
     fuse_swiglu(model)  # one activation fewer kept per MLP, the same gradients
+    if train_cfg.gradient_checkpointing and train_cfg.checkpoint_above_tokens:
+        raise UnituneError(f"train.checkpoint_above_tokens {train_cfg.checkpoint_above_tokens} checkpoints the layers "
+                           "a long pass needs, train.gradient_checkpointing true every layer of every pass: set one")
     if train_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
+    elif train_cfg.checkpoint_above_tokens:
+        checkpoint_above_tokens(model, train_cfg.checkpoint_above_tokens)  # only the layers a long pass needs
     if lora_cfg.enabled:
         if train_cfg.freeze_layers:
             raise UnituneError("train.freeze_layers is for full fine-tuning; with LoRA the base is frozen already "

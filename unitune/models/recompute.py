@@ -13,7 +13,9 @@ autograd's saved-tensor hooks swap such a tensor, when a layer saves it, for the
 and backward runs the recipe again when it needs the tensor: the same operations on the same inputs
 under the same autocast state, so the same bits and the same gradients (tests/models/test_recompute.py).
 
-Off under gradient checkpointing, whose own hooks recompute whole layers.
+Off under gradient checkpointing, whose own hooks recompute whole layers; with
+`train.checkpoint_above_tokens` (models/partial_checkpoint.py) a layer that runs checkpointed in a
+pass goes without these hooks in that pass.
 """
 
 import functools
@@ -93,8 +95,8 @@ def _unpack(packed):
 
 
 def _layer_forward(self, *args, **kwargs):
-    if not torch.is_grad_enabled():
-        return self._unitune_forward(*args, **kwargs)
+    if not torch.is_grad_enabled() or (self.training and getattr(self, "gradient_checkpointing", False)):
+        return self._unitune_forward(*args, **kwargs)  # a checkpointed layer keeps only its input anyway
     with torch.autograd.graph.saved_tensors_hooks(_pack, _unpack):
         return self._unitune_forward(*args, **kwargs)
 
