@@ -105,3 +105,19 @@ def test_lora_on_cpu_trains_a_long_batch_as_passes_with_the_same_result(tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "max_tokens_per_forward auto" not in proc.stdout and "forward/backward passes" not in proc.stdout
     assert "max_tokens_per_forward: 0" in (tmp_path / "full" / "config.yaml").read_text()
+
+
+def test_full_finetuning_with_long_passes_partly_checkpointed_trains_the_same(tmp_path):
+    """train.checkpoint_above_tokens: passes over the budget run some decoder layers checkpointed, to the
+    losses and weights of the run without it."""
+    data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(16))
+    args = ["--train.max_steps", "3", "--train.batch_size", "4"]
+    plain, budgeted = tmp_path / "plain", tmp_path / "budgeted"
+    proc = cli(*common(data, plain, *args))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = cli(*common(data, budgeted, *args, "--train.checkpoint_above_tokens", "64"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "train.checkpoint_above_tokens 64: a pass of T > 64 padded tokens" in proc.stdout
+    for a, b in zip(metrics(plain), metrics(budgeted), strict=True):
+        assert abs(a["loss"] - b["loss"]) < 1e-5 and a["tokens"] == b["tokens"]
+    assert_same_weights(plain, budgeted, atol=1e-6)

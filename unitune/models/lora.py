@@ -1,7 +1,8 @@
 """Make a loaded model trainable the way the config says: LoRA (and DoRA,
 rsLoRA) through peft, or full fine-tuning with the first layers frozen, plus
-gradient checkpointing (of every layer, or of as many as a long pass needs), the leaner SwiGLU backward (models/swiglu.py) and the activations
-backward makes again rather than keeps (models/recompute.py).
+gradient checkpointing (of every layer, or of as many as a long pass needs:
+models/partial_checkpoint.py), the leaner SwiGLU backward (models/swiglu.py) and
+the activations backward makes again rather than keeps (models/recompute.py).
 
 Under mixed precision, LoRA's frozen base linears are stored in the autocast dtype
 (`lora.base_dtype auto`). Autocast computes them in that dtype anyway, but it caches a

@@ -89,6 +89,9 @@ def train_session(verb: str, cfg: Config) -> dict:
     acc.print(f"unitune: {cfg.model.name}: {trainable:,} of {total:,} parameters trainable "
               f"({'LoRA r=%d' % cfg.lora.r if cfg.lora.enabled else 'full fine-tuning'}), "
               f"{acc.num_processes} process(es) on {acc.device.type}")
+    if budget := cfg.train.checkpoint_above_tokens:
+        acc.print(f"unitune: train.checkpoint_above_tokens {budget}: a pass of T > {budget} padded tokens runs the "
+                  f"first ceil(L (1 - {budget}/T)) of its L decoder layers checkpointed (the same gradients)")
     if base_dtype is not None and (moved := lower_frozen_base(model, base_dtype)):
         acc.print(f"unitune: frozen base weights stored in {str(base_dtype).removeprefix('torch.')}, the dtype "
                   f"autocast computes them in ({moved:,} parameters; lora.base_dtype)")
