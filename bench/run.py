@@ -92,6 +92,12 @@ FRAMEWORKS = {
     "unitune+gc+inbwd": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("sft_full",),
                                   {"train.gradient_checkpointing": "true", "train.optimizer_in_backward": "true",
                                    "train.max_grad_norm": "0"}, peer=False, default=False),
+    # full fine-tuning, memory first with the peers' optimizer (clipping kept): a pass over 512 padded tokens
+    # checkpoints as many decoder layers as keep it at a 512-token pass's activations, and mimalloc hands
+    # freed pages back after its own 10 ms (unitune/models/partial_checkpoint.py)
+    "unitune+budget": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("sft_full",),
+                                {"train.checkpoint_above_tokens": "512", "train.cpu_allocator": "release"},
+                                peer=False, default=False),
     # unitune on glibc's malloc, as before unitune/malloc.py (the command now runs on mimalloc where installed)
     "unitune+system": Framework(".venv/bin/python", "bench/peers/unitune_run.py",
                                 ("sft_lora", "sft_full", "dpo_lora", "grpo_lora"), {}, peer=False, default=False,
