@@ -26,7 +26,6 @@ Two ways through the head, the same numbers (tests/objectives/test_head.py):
 """
 
 import torch
-import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 CHUNK = 256  # rows of float32 logits at a time ([vocab, CHUNK]): 50 MB for a 49k vocabulary
