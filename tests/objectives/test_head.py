@@ -128,7 +128,7 @@ def test_a_target_tied_for_the_top_logit_is_a_hit(path):
 
 @pytest.mark.parametrize("frozen", [True, False], ids=["frozen-head", "trainable-head"])
 def test_the_head_holds_one_chunk_of_logits_at_a_time(frozen):
-    """What a pass through the head allocates, at most, at any moment: one chunk of [rows, vocab] logits
+    """What a pass through the head allocates, at most, at any moment: one chunk of [vocab, rows] logits
     and the tensors it returns (the frozen head's d logp / d hidden in forward; the trained head's
     weight gradient and d loss / d hidden in backward), with nothing weight- or logit-sized besides."""
     vocab, width, rows, chunk = 5000, 64, 300, 64
