@@ -41,7 +41,7 @@ def main() -> None:
         lora = NS(enabled=not args.full, r=8, alpha=16, dropout=0.0, target_modules=["all-linear"],
                   use_dora=False, use_rslora=False)
         model = prepare_for_training(load_model("smollm2-135m-instruct"), lora,
-                                     NS(gradient_checkpointing=False, freeze_layers=0,
+                                     NS(gradient_checkpointing=False, freeze_layers=0, checkpoint_above_tokens=0,
                                         recompute_elementwise=recompute or args.norms_only))
         if args.norms_only and not recompute:  # the norms' own forward back: recipes, no checkpoint
             for module in model.modules():

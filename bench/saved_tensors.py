@@ -33,7 +33,7 @@ def measure(bf16: bool, full: bool, recompute: bool) -> float:
     lora = NS(enabled=not full, r=8, alpha=16, dropout=0.0, target_modules=["all-linear"], use_dora=False,
               use_rslora=False)
     model = prepare_for_training(model, lora, NS(gradient_checkpointing=False, freeze_layers=0,
-                                                 recompute_elementwise=recompute))
+                                                 checkpoint_above_tokens=0, recompute_elementwise=recompute))
     if bf16 and not full:
         lower_frozen_base(model, torch.bfloat16)
     model.train()

@@ -50,6 +50,7 @@ def test_sft_final_loads_with_transformers(sft_run):
 
     out = sft_run[0] / "out" / "final"
     model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.use_cache  # off while training, not in what training leaves
     tok = AutoTokenizer.from_pretrained(out)
     assert tok.chat_template and "<|im_start|>" in tok.chat_template
     ids = tok.apply_chat_template([{"role": "user", "content": "Greet guest number 3."}], add_generation_prompt=True,

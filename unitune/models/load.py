@@ -110,6 +110,9 @@ def load_model(name: str, *, dtype: str = "auto", device_type: str = "cpu", attn
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
+    from unitune.models.attention import use_grouped_sdpa
+
+    use_grouped_sdpa()  # on CPU: a prefill's key/value heads not copied once per query head
     hf_logging.disable_progress_bar()  # a bar per weight file is noise; unitune prints its own summary
     path, extra = resolve(name)
     if (Path(path) / "adapter_config.json").exists() and not (Path(path) / "config.json").exists():

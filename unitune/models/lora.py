@@ -1,8 +1,9 @@
 """Make a loaded model trainable the way the config says: LoRA (and DoRA,
 rsLoRA) through peft, or full fine-tuning with the first layers frozen, plus
 gradient checkpointing (of every layer, or of as many as a long pass needs:
-models/partial_checkpoint.py), the leaner SwiGLU backward (models/swiglu.py) and
-the activations backward makes again rather than keeps (models/recompute.py).
+models/partial_checkpoint.py), the leaner SwiGLU backward (models/swiglu.py),
+the activations backward makes again rather than keeps (models/recompute.py) and
+grouped key/value heads left ungrouped under a mask on CPU (models/attention.py).
 
 Under mixed precision, LoRA's frozen base linears are stored in the autocast dtype
 (`lora.base_dtype auto`). Autocast computes them in that dtype anyway, but it caches a
@@ -23,18 +24,20 @@ warnings.filterwarnings("ignore", message=r".*(is_gradient_checkpointing|gradien
 
 
 def prepare_for_training(model, lora_cfg, train_cfg):
+    from unitune.models.attention import use_grouped_sdpa
     from unitune.models.partial_checkpoint import checkpoint_above_tokens
     from unitune.models.recompute import recompute_inputs
     from unitune.models.shared_cast import share_input_casts
     from unitune.models.swiglu import fuse_swiglu
 
+    use_grouped_sdpa()  # no copied key/value heads kept for backward, the same outputs
     fuse_swiglu(model)  # one activation fewer kept per MLP, the same gradients
     if train_cfg.gradient_checkpointing and train_cfg.checkpoint_above_tokens:
         raise UnituneError(f"train.checkpoint_above_tokens {train_cfg.checkpoint_above_tokens} checkpoints the layers "
                            "a long pass needs, train.gradient_checkpointing true every layer of every pass: set one")
+    model.config.use_cache = False  # a training pass builds no key/value cache (rollouts pass use_cache)
     if train_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
     elif train_cfg.checkpoint_above_tokens:
         checkpoint_above_tokens(model, train_cfg.checkpoint_above_tokens)  # only the layers a long pass needs
     if lora_cfg.enabled:

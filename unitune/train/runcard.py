@@ -14,6 +14,8 @@ def save_final(model, tokenizer, path: Path, merge: bool) -> None:
 
     if isinstance(model, PeftModel) and merge:
         model = model.merge_and_unload()
+    if getattr(model.config, "use_cache", None) is False:
+        model.config.use_cache = True  # off only while training (models/lora.py); generation from final/ wants it
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
 
