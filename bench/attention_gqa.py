@@ -12,7 +12,6 @@ before, less its output; glibc's malloc, whose counters psutil reads). fp32, tor
 import argparse
 import statistics
 import time
-from types import SimpleNamespace as NS
 
 LENGTHS = (300, 270, 230, 190)
 
@@ -29,16 +28,14 @@ def main() -> None:
     from transformers import AttentionInterface
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    from unitune.config import LoraConfig, TrainConfig
     from unitune.models.attention import grouped_sdpa
     from unitune.models.load import load_model
     from unitune.models.lora import prepare_for_training
 
     torch.manual_seed(0)
-    lora = NS(enabled=args.lora, r=8, alpha=16, dropout=0.0, target_modules=["all-linear"], use_dora=False,
-              use_rslora=False)
-    model = prepare_for_training(load_model("smollm2-135m-instruct"), lora,
-                                 NS(gradient_checkpointing=False, freeze_layers=0, checkpoint_above_tokens=0,
-                                    recompute_elementwise=True))
+    model = prepare_for_training(load_model("smollm2-135m-instruct"), LoraConfig(enabled=args.lora, r=8, alpha=16),
+                                 TrainConfig())
     model.train()
     ids = torch.randint(5, 40000, (len(LENGTHS), max(LENGTHS)))
     mask = (torch.arange(max(LENGTHS))[None] < torch.tensor(LENGTHS)[:, None]).long()

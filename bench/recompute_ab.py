@@ -15,7 +15,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace as NS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -32,17 +31,16 @@ def main() -> None:
 
     import torch
 
+    from unitune.config import LoraConfig, TrainConfig
     from unitune.models.load import load_model
     from unitune.models.lora import prepare_for_training
     from unitune.train.allocator import cpu_allocator
 
     def make(recompute: bool):
         torch.manual_seed(0)
-        lora = NS(enabled=not args.full, r=8, alpha=16, dropout=0.0, target_modules=["all-linear"],
-                  use_dora=False, use_rslora=False)
-        model = prepare_for_training(load_model("smollm2-135m-instruct"), lora,
-                                     NS(gradient_checkpointing=False, freeze_layers=0, checkpoint_above_tokens=0,
-                                        recompute_elementwise=recompute or args.norms_only))
+        model = prepare_for_training(load_model("smollm2-135m-instruct"),
+                                     LoraConfig(enabled=not args.full, r=8, alpha=16),
+                                     TrainConfig(recompute_elementwise=recompute or args.norms_only))
         if args.norms_only and not recompute:  # the norms' own forward back: recipes, no checkpoint
             for module in model.modules():
                 if "_unitune_forward" in vars(module) and type(module).__name__.endswith("RMSNorm"):

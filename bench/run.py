@@ -98,6 +98,11 @@ FRAMEWORKS = {
     "unitune+budget": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("sft_full",),
                                 {"train.checkpoint_above_tokens": "512", "train.cpu_allocator": "release"},
                                 peer=False, default=False),
+    # decoder layers compiled for training (torch.compile, unitune/models/compile.py), at the default memory budget;
+    # unitune+compileB (e.g. unitune+compile0.75): at budget B
+    "unitune+compile": Framework(".venv/bin/python", "bench/peers/unitune_run.py",
+                                 ("sft_lora", "sft_full", "dpo_lora", "grpo_lora"), {"train.compile": "true"},
+                                 peer=False, default=False),
     # unitune on glibc's malloc, as before unitune/malloc.py (the command now runs on mimalloc where installed)
     "unitune+system": Framework(".venv/bin/python", "bench/peers/unitune_run.py",
                                 ("sft_lora", "sft_full", "dpo_lora", "grpo_lora"), {}, peer=False, default=False,
@@ -374,6 +379,15 @@ def add_split(name: str) -> None:
                                    default=False)
 
 
+def add_compile(name: str) -> None:
+    """unitune+compileB (or unitune@REV+compileB): that unitune compiled, with `train.compile_memory_budget B`."""
+    found = re.fullmatch(r"(unitune(?:@\w+)?)\+compile(\d*\.?\d+)", name)
+    if found and name not in FRAMEWORKS and found[1] in FRAMEWORKS:
+        base = FRAMEWORKS[found[1]]
+        FRAMEWORKS[name] = replace(base, options={**base.options, "train.compile": "true",
+                                                  "train.compile_memory_budget": found[2]}, default=False)
+
+
 def add_mimalloc(name: str) -> None:
     """PEER+mimalloc: that peer run with mimalloc (from unitune's environment) preloaded, made when first named."""
     peer = name.removesuffix("+mimalloc")
@@ -402,7 +416,8 @@ def add_baseline(rev: str, out: Path) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", default="", help=f"comma-separated tasks ({', '.join(TASKS)})")
-    p.add_argument("--frameworks", default="", help=f"comma-separated ({', '.join(FRAMEWORKS)}, unitune+splitN)")
+    p.add_argument("--frameworks", default="",
+                   help=f"comma-separated ({', '.join(FRAMEWORKS)}, unitune+splitN, unitune+compileB)")
     p.add_argument("--precision", default="", help="fp32, bf16 or fp32,bf16 (default: bf16 too where the CPU has it)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--steps", type=int, default=0, help="timed steps, at most (default: each task's)")
@@ -448,11 +463,12 @@ def main() -> int:
     names += [baseline] if baseline and not any(n.split("+")[0] == baseline for n in names) else []
     for n in names:
         add_split(n)
+        add_compile(n)
         add_mimalloc(n)
     unknown = [n for n in names if n not in FRAMEWORKS]
     if unknown:
         p.error(f"unknown framework(s) {', '.join(unknown)}; known: {', '.join(FRAMEWORKS)}, unitune+splitN, "
-                "unitune@REV+splitN (with --baseline REV), PEER+mimalloc")
+                "unitune+compileB, unitune@REV+splitN (with --baseline REV), PEER+mimalloc")
     if not args.python:
         for n in names:
             if not (ROOT / FRAMEWORKS[n].python).exists():

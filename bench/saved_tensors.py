@@ -11,7 +11,6 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace as NS
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENS = 800
@@ -21,6 +20,7 @@ def measure(bf16: bool, full: bool, recompute: bool) -> float:
     import psutil
     import torch
 
+    from unitune.config import LoraConfig, TrainConfig
     from unitune.models.load import load_model
     from unitune.models.lora import lower_frozen_base, prepare_for_training
 
@@ -30,10 +30,8 @@ def measure(bf16: bool, full: bool, recompute: bool) -> float:
 
     torch.manual_seed(0)
     model = load_model("smollm2-135m-instruct")
-    lora = NS(enabled=not full, r=8, alpha=16, dropout=0.0, target_modules=["all-linear"], use_dora=False,
-              use_rslora=False)
-    model = prepare_for_training(model, lora, NS(gradient_checkpointing=False, freeze_layers=0,
-                                                 checkpoint_above_tokens=0, recompute_elementwise=recompute))
+    model = prepare_for_training(model, LoraConfig(enabled=not full, r=8, alpha=16),
+                                 TrainConfig(recompute_elementwise=recompute))
     if bf16 and not full:
         lower_frozen_base(model, torch.bfloat16)
     model.train()

@@ -1,6 +1,7 @@
 """Invariants through the real CLI: resumed == uninterrupted, DDP over 2 gloo processes == 1 process
 with the same global batch."""
 
+import re
 import shutil
 
 import torch
@@ -121,3 +122,22 @@ def test_full_finetuning_with_long_passes_partly_checkpointed_trains_the_same(tm
     for a, b in zip(metrics(plain), metrics(budgeted), strict=True):
         assert abs(a["loss"] - b["loss"]) < 1e-5 and a["tokens"] == b["tokens"]
     assert_same_weights(plain, budgeted, atol=1e-6)
+
+
+def test_a_compiled_full_finetuning_run_trains_like_the_eager_one(tmp_path):
+    """train.compile: decoder layers compiled by torch.compile (their own fusion and recomputation) reach the
+    eager run's losses and weights up to the compiler's fp32 rounding, over batches of several lengths."""
+    data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(16) + [
+        {"messages": [{"role": "user", "content": "Tell me about guest number 7, at length, please."},
+                      {"role": "assistant", "content": "Guest number seven is welcome aboard. " * 3}]}])
+    args = ["--train.max_steps", "4", "--train.batch_size", "4"]
+    eager, compiled = tmp_path / "eager", tmp_path / "compiled"
+    proc = cli(*common(data, eager, *args))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = cli(*common(data, compiled, *args, "--train.compile", "true", "--train.compile_memory_budget", "0.3"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "train.compile: decoder layers compiled for training" in proc.stdout
+    assert re.search(r"train.compile: [1-9]\d* graph\(s\) compiled", proc.stdout), proc.stdout[-2000:]
+    for a, b in zip(metrics(eager), metrics(compiled), strict=True):
+        assert abs(a["loss"] - b["loss"]) < 1e-4 and a["tokens"] == b["tokens"]
+    assert_same_weights(eager, compiled, atol=1e-4)

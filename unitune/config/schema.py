@@ -69,6 +69,8 @@ class TrainConfig:
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"  # autocast; bf16 pays on CPUs with AMX / AVX-512 BF16 (auto: bf16 where the CPU or GPU has it, else no)
     gradient_checkpointing: bool = False
     checkpoint_above_tokens: int = 0  # > 0: a pass of T > N padded tokens checkpoints its first ceil(L(1 - N/T)) decoder layers, so it keeps about an N-token pass's activations (same gradients; the longest batches no longer set the peak); 0: off (unitune/models/partial_checkpoint.py)
+    compile: bool = False  # torch.compile each decoder layer's training forward and backward (inductor: fused elementwise kernels; on CPU needs a C++ compiler); the first steps pay the compilation (unitune/models/compile.py)
+    compile_memory_budget: float = 0.5  # under compile: the share (0-1] of the activations compile would keep that backward may keep; the rest is recomputed, cheapest first (torch's activation_memory_budget)
     recompute_elementwise: bool = True  # remake norm outputs, SwiGLU products and trained norms' normalised inputs in backward instead of keeping them (same gradients; off under checkpointing)
     max_tokens_per_forward: Union[int, Literal["auto"]] = "auto"  # > 0: run each micro-batch as forward/backward passes of at most this many padded tokens (whole rows; same gradients, less activation memory); 0: one pass; auto: 1024 for LoRA sft/pt/dpo/rm on CPU without checkpointing, else 0 (unitune/train/loop.py)
     optimizer_in_backward: bool = False  # step each parameter as soon as its gradient is complete, then free that gradient: a full set never exists (lowers the peak under gradient checkpointing, where gradients are most of it); needs max_grad_norm 0, grad_accum 1, one pass a step, one process

@@ -2,8 +2,9 @@
 rsLoRA) through peft, or full fine-tuning with the first layers frozen, plus
 gradient checkpointing (of every layer, or of as many as a long pass needs:
 models/partial_checkpoint.py), the leaner SwiGLU backward (models/swiglu.py),
-the activations backward makes again rather than keeps (models/recompute.py) and
-grouped key/value heads left ungrouped under a mask on CPU (models/attention.py).
+the activations backward makes again rather than keeps (models/recompute.py),
+grouped key/value heads left ungrouped under a mask on CPU (models/attention.py), or,
+under `train.compile`, decoder layers compiled instead of those three (models/compile.py).
 
 Under mixed precision, LoRA's frozen base linears are stored in the autocast dtype
 (`lora.base_dtype auto`). Autocast computes them in that dtype anyway, but it caches a
@@ -25,16 +26,22 @@ warnings.filterwarnings("ignore", message=r".*(is_gradient_checkpointing|gradien
 
 def prepare_for_training(model, lora_cfg, train_cfg):
     from unitune.models.attention import use_grouped_sdpa
+    from unitune.models.compile import compile_layers
     from unitune.models.partial_checkpoint import checkpoint_above_tokens
     from unitune.models.recompute import recompute_inputs
     from unitune.models.shared_cast import share_input_casts
     from unitune.models.swiglu import fuse_swiglu
 
     use_grouped_sdpa()  # no copied key/value heads kept for backward, the same outputs
-    fuse_swiglu(model)  # one activation fewer kept per MLP, the same gradients
     if train_cfg.gradient_checkpointing and train_cfg.checkpoint_above_tokens:
         raise UnituneError(f"train.checkpoint_above_tokens {train_cfg.checkpoint_above_tokens} checkpoints the layers "
                            "a long pass needs, train.gradient_checkpointing true every layer of every pass: set one")
+    if train_cfg.compile and (train_cfg.gradient_checkpointing or train_cfg.checkpoint_above_tokens):
+        raise UnituneError("train.compile true recomputes activations by its own budget: lower "
+                           "train.compile_memory_budget instead of setting train.gradient_checkpointing or "
+                           "train.checkpoint_above_tokens (or set train.compile false)")
+    if not train_cfg.compile:
+        fuse_swiglu(model)  # one activation fewer kept per MLP, the same gradients
     model.config.use_cache = False  # a training pass builds no key/value cache (rollouts pass use_cache)
     if train_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -47,6 +54,9 @@ def prepare_for_training(model, lora_cfg, train_cfg):
         model = add_lora(model, lora_cfg)
     elif train_cfg.freeze_layers:
         freeze_first_layers(model, train_cfg.freeze_layers)
+    if train_cfg.compile:  # the compiler fuses and recomputes by itself (models/compile.py)
+        compile_layers(model, train_cfg.compile_memory_budget)
+        return model
     share_input_casts(model)  # under autocast: one cast of each norm output, the same gradients
     if train_cfg.recompute_elementwise and not train_cfg.gradient_checkpointing:
         recompute_inputs(model)  # norm outputs and MLP products made again in backward, the same gradients

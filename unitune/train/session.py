@@ -84,6 +84,10 @@ def train_session(verb: str, cfg: Config) -> dict:
                           attn_implementation=cfg.model.attn_implementation,
                           trust_remote_code=cfg.model.trust_remote_code)
 
+    if cfg.train.compile:
+        from unitune.models.compile import check_compiler
+
+        check_compiler(acc.device.type)
     model = prepare_for_training(load_base(), cfg.lora, cfg.train)
     trainable, total = count_parameters(model)
     acc.print(f"unitune: {cfg.model.name}: {trainable:,} of {total:,} parameters trainable "
@@ -92,6 +96,10 @@ def train_session(verb: str, cfg: Config) -> dict:
     if budget := cfg.train.checkpoint_above_tokens:
         acc.print(f"unitune: train.checkpoint_above_tokens {budget}: a pass of T > {budget} padded tokens runs the "
                   f"first ceil(L (1 - {budget}/T)) of its L decoder layers checkpointed (the same gradients)")
+    if cfg.train.compile:
+        acc.print(f"unitune: train.compile: decoder layers compiled for training (the first steps compile them), "
+                  f"keeping at most {cfg.train.compile_memory_budget:g} of the activations compile would keep "
+                  "(train.compile_memory_budget)")
     if base_dtype is not None and (moved := lower_frozen_base(model, base_dtype)):
         acc.print(f"unitune: frozen base weights stored in {str(base_dtype).removeprefix('torch.')}, the dtype "
                   f"autocast computes them in ({moved:,} parameters; lora.base_dtype)")
@@ -115,6 +123,11 @@ def train_session(verb: str, cfg: Config) -> dict:
             trainer.after_step = trim_heap
             acc.print("unitune: CPU allocator hands freed memory back after every step (train.cpu_allocator)")
         metrics = trainer.fit()
+    if cfg.train.compile:
+        from torch._dynamo.utils import counters
+
+        acc.print(f"unitune: train.compile: {counters['stats']['unique_graphs']} graph(s) compiled "
+                  "(a new one for each input shape or kind the dynamic ones do not cover)")
     acc.wait_for_everyone()
     if acc.is_main_process:
         merge = cfg.lora.enabled and cfg.lora.merge
