@@ -1,6 +1,9 @@
 """transformers' `sdpa` (key/value heads copied once per query head under a mask) against unitune's
 (`enable_gqa`, unitune/models/attention.py) in a training forward + backward of SmolLM2-135M on a padded
-batch shaped like the suite's longest (4 rows of 300, 270, 230 and 190 tokens), full fine-tuning or LoRA.
+batch shaped like the suite's longest (4 rows of 300, 270, 230 and 190 tokens) passed with its mask, full
+fine-tuning or LoRA. A pass with a mask is what packed rows, DPO's and GRPO's shared-prefix rows and
+left-padded prefills are; right-padded SFT batches run unmasked in unitune (objectives/head.py::model_mask),
+where transformers already passes `enable_gqa`, so they do not change.
 
     .venv/bin/python bench/attention_gqa.py [--lora] [--rounds 3] [--repeats 3]
 

@@ -9,7 +9,9 @@ takes both, so on CPU the copies are pure cost: two tensors of query-head width 
 forward and kept for backward (768 of the ~6,560 floats a token keeps per SmolLM2-135M layer in
 fp32 training), and their gradients summed back in backward. The kernel's output is the same bits
 (tests/models/test_attention.py); the key/value gradients are summed in another order (fp32
-rounding). Measured with bench/attention_gqa.py: BENCHMARKS.md, performance-pass table.
+rounding). The passes with a mask are packed rows, DPO's and GRPO's shared-prefix rows and
+left-padded prefills; right-padded SFT batches run without one (objectives/head.py::model_mask).
+Measured with bench/attention_gqa.py: BENCHMARKS.md, performance-pass table.
 
 Everything else (CUDA, no mask, one query token, where transformers already avoids the copies,
 position biases, soft-capping) goes to transformers' own function unchanged.

@@ -62,8 +62,9 @@ def model_mask(model, mask: torch.Tensor) -> torch.Tensor | None:
     Rows padded at the end only (a 2-D mask of ones then zeros) need none: under the causal mask a
     real token sees only the real tokens before it, and padding is never scored. Without a mask sdpa
     runs its causal kernel, with no [b, 1, q, k] mask built per layer and the key/value heads not
-    repeated for grouped-query attention (transformers passes `enable_gqa` only without a mask):
-    less kept for backward and ~7% less attention time on CPU (BENCHMARKS.md).
+    repeated for grouped-query attention (on GPUs transformers passes `enable_gqa` only without a
+    mask; on CPU unitune's sdpa always does, models/attention.py): ~7% less attention time on CPU
+    (BENCHMARKS.md).
 
     A 4-D boolean mask (packed or shared-prefix rows): transformers passes it through untouched, and its
     eager attention *adds* it to the scores, so there it must be additive (0 where seen, the dtype's
