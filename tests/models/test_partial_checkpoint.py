@@ -2,12 +2,12 @@
 `train.checkpoint_above_tokens`): how many layers, the same gradients, less kept for backward, and
 short passes untouched."""
 
-from types import SimpleNamespace as NS
 
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from unitune.config import LoraConfig, TrainConfig
 from unitune.errors import UnituneError
 from unitune.models.lora import prepare_for_training
 from unitune.models.partial_checkpoint import layers_to_checkpoint
@@ -27,10 +27,8 @@ def _model(budget: int, lora: bool = False, layers: int = 4, recompute: bool = T
     config = LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
     model = LlamaForCausalLM(config).to(torch.float64)
-    lora_cfg = NS(enabled=lora, r=4, alpha=8, dropout=0.0, target_modules=["all-linear"], use_dora=False,
-                  use_rslora=False)
-    train_cfg = NS(gradient_checkpointing=False, checkpoint_above_tokens=budget, freeze_layers=0,
-                   recompute_elementwise=recompute)
+    lora_cfg = LoraConfig(enabled=lora, r=4, alpha=8)
+    train_cfg = TrainConfig(checkpoint_above_tokens=budget, recompute_elementwise=recompute)
     model = prepare_for_training(model, lora_cfg, train_cfg)
     torch.manual_seed(1)
     for name, p in model.named_parameters():
@@ -100,7 +98,7 @@ def test_bad_settings_are_refused():
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                          num_attention_heads=4, num_key_value_heads=2))
-    lora_cfg = NS(enabled=False)
-    train_cfg = NS(gradient_checkpointing=True, checkpoint_above_tokens=100, freeze_layers=0, recompute_elementwise=True)
+    lora_cfg = LoraConfig(enabled=False)
+    train_cfg = TrainConfig(gradient_checkpointing=True, checkpoint_above_tokens=100)
     with pytest.raises(UnituneError, match="set one"):
         prepare_for_training(model, lora_cfg, train_cfg)

@@ -3,11 +3,11 @@ gradients to the bit, and the tensors are no longer kept between forward and bac
 
 import gc
 import weakref
-from types import SimpleNamespace as NS
 
 import pytest
 import torch
 
+from unitune.config import LoraConfig, TrainConfig
 from unitune.models import recompute
 from unitune.models.load import load_model
 from unitune.models.lora import lower_frozen_base, prepare_for_training
@@ -16,10 +16,8 @@ from unitune.models.lora import lower_frozen_base, prepare_for_training
 def _model(lora: bool, recompute: bool, checkpointing: bool = False, autocast: bool = False):
     torch.manual_seed(0)
     model = load_model("tiny-llama")
-    lora_cfg = NS(enabled=lora, r=4, alpha=8, dropout=0.0, target_modules=["all-linear"], use_dora=False,
-                  use_rslora=False)
-    train_cfg = NS(gradient_checkpointing=checkpointing, checkpoint_above_tokens=0, freeze_layers=0,
-                   recompute_elementwise=recompute)
+    lora_cfg = LoraConfig(enabled=lora, r=4, alpha=8)
+    train_cfg = TrainConfig(gradient_checkpointing=checkpointing, recompute_elementwise=recompute)
     model = prepare_for_training(model, lora_cfg, train_cfg)
     if lora and autocast:  # as training does under bf16 autocast: the frozen base stored in bf16
         lower_frozen_base(model, torch.bfloat16)

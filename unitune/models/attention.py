@@ -38,4 +38,3 @@ def use_grouped_sdpa() -> None:
     from transformers import AttentionInterface
 
     AttentionInterface.register("sdpa", grouped_sdpa)
-
