@@ -85,9 +85,12 @@ def train_session(verb: str, cfg: Config) -> dict:
                           trust_remote_code=cfg.model.trust_remote_code)
 
     if cfg.train.compile:
+        from torch._dynamo.utils import counters
+
         from unitune.models.compile import check_compiler
 
         check_compiler(acc.device.type)
+        graphs_before = counters["stats"]["unique_graphs"]  # the process's count: an API caller may train twice
     model = prepare_for_training(load_base(), cfg.lora, cfg.train)
     trainable, total = count_parameters(model)
     acc.print(f"unitune: {cfg.model.name}: {trainable:,} of {total:,} parameters trainable "
@@ -124,9 +127,7 @@ def train_session(verb: str, cfg: Config) -> dict:
             acc.print("unitune: CPU allocator hands freed memory back after every step (train.cpu_allocator)")
         metrics = trainer.fit()
     if cfg.train.compile:
-        from torch._dynamo.utils import counters
-
-        acc.print(f"unitune: train.compile: {counters['stats']['unique_graphs']} graph(s) compiled "
+        acc.print(f"unitune: train.compile: {counters['stats']['unique_graphs'] - graphs_before} graph(s) compiled "
                   "(a new one for each input shape or kind the dynamic ones do not cover)")
     acc.wait_for_everyone()
     if acc.is_main_process:
