@@ -86,6 +86,7 @@ def test_one_query_token_and_unmasked_calls_are_transformers_own():
         assert torch.equal(grouped_sdpa(Module(), *args)[0], sdpa_attention_forward(Module(), *args)[0])
 
 
-def test_loading_a_model_makes_it_what_sdpa_runs():
+def test_loading_a_model_makes_it_what_sdpa_runs(attention):
+    attention(sdpa_attention_forward)  # as in a fresh process
     load_model("tiny-llama")
     assert AttentionInterface()["sdpa"] is grouped_sdpa

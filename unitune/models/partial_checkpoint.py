@@ -45,7 +45,6 @@ def checkpoint_above_tokens(model, budget: int) -> list:
         raise UnituneError(f"train.checkpoint_above_tokens {budget}: {type(model).__name__} has no decoder layers "
                            "that transformers can checkpoint; set it to 0, or use train.gradient_checkpointing true")
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # the function
-    model.config.use_cache = False  # as under full checkpointing: a training pass builds no cache
     for layer in layers:
         layer.gradient_checkpointing = False  # until a long pass sets it
 
