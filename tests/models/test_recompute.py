@@ -121,3 +121,30 @@ def test_a_trained_norm_weight_costs_no_kept_activations(monkeypatch):
         if "norm" in name:
             p.requires_grad_(False)
     assert 0 < trained <= _kept_bytes(model, ids, monkeypatch)
+
+
+def test_weight_casts_under_autocast_are_made_again_not_kept(monkeypatch):
+    """Full fine-tuning under bf16 autocast: the bf16 copy of each decoder weight that a matmul saves
+    for backward is a recipe of the fp32 weight, not a kept tensor (the gradients: the test above)."""
+    model = _model(False, recompute=True)
+    weights = [m.weight for n, m in model.named_modules() if type(m) is torch.nn.Linear and ".layers." in n]
+    kept, remade = [], []
+
+    def pack(t):
+        packed = real_pack(t)
+        (kept if packed is t else remade).append(t)
+        return packed
+
+    def is_cast(t):
+        flat = torch.empty(0, dtype=t.dtype).set_(t.untyped_storage())
+        return t.dtype == torch.bfloat16 and any(
+            flat.numel() == w.numel() and torch.equal(flat, w.detach().to(torch.bfloat16).flatten()) for w in weights)
+
+    real_pack = recompute._pack
+    monkeypatch.setattr(recompute, "_pack", pack)
+    ids = torch.randint(0, 1000, (2, 24))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(input_ids=ids, labels=ids).loss.backward()
+    assert len(weights) == 2 * 7
+    assert sum(map(is_cast, remade)) == len(weights)  # each layer's cast saved once, as its recipe
+    assert not any(map(is_cast, kept))

@@ -13,6 +13,12 @@ autograd's saved-tensor hooks swap such a tensor, when a layer saves it, for the
 and backward runs the recipe again when it needs the tensor: the same operations on the same inputs
 under the same autocast state, so the same bits and the same gradients (tests/models/test_recompute.py).
 
+Under autocast a linear layer's fp32 weight is cast to the low dtype, and the matmul keeps that cast
+for backward (for its input's gradient): in full fine-tuning, a low-precision copy of every decoder
+weight sits beside the activations at the end of forward (for SmolLM2-135M in bf16, 202 MiB, as much
+as ~300 tokens' activations). Such a layer now makes the cast itself, remembered as a recipe of the
+fp32 weight, which stays anyway: backward makes it again, once per layer, when it needs it.
+
 Off under gradient checkpointing, whose own hooks recompute whole layers; with
 `train.checkpoint_above_tokens` (models/partial_checkpoint.py) a layer that runs checkpointed in a
 pass goes without these hooks in that pass.
@@ -113,20 +119,39 @@ def _norm_forward(self, hidden_states):
     return torch.utils.checkpoint.checkpoint(self._unitune_forward, hidden_states, use_reentrant=False)
 
 
+def _cast(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return weight.to(dtype)
+
+
+def _linear_forward(self, x):
+    """A linear layer with an fp32 weight under autocast: the cast autocast would make of the weight
+    (the same `to`, so the same bits, and the same cast back of its gradient), remembered so that
+    what the matmul saves is the recipe, not the copy."""
+    weight, device = self.weight, self.weight.device.type
+    if not (weight.dtype == torch.float32 and torch.is_autocast_enabled(device) and torch.is_grad_enabled()):
+        return self._unitune_forward(x)  # (a LoRA base stored in bf16 needs no cast)
+    dtype = torch.get_autocast_dtype(device)
+    return torch.nn.functional.linear(x, remember(_cast(weight, dtype), _cast, weight, dtype), self.bias)
+
+
 def recompute_inputs(model) -> int:
-    """Swap the norm outputs and MLP products that `model`'s decoder layers save for their recipes, and
-    checkpoint the norms whose weight trains (in place; the MLP product is remembered by
-    unitune.models.swiglu); the number of layers."""
+    """Swap the norm outputs, MLP products and weight casts that `model`'s decoder layers save for
+    their recipes, and checkpoint the norms whose weight trains (in place; the MLP product is
+    remembered by unitune.models.swiglu); the number of layers."""
     count = 0
     for layer in model.modules():
         if not type(layer).__name__.endswith("DecoderLayer") or "_unitune_forward" in vars(layer):
             continue
         layer._unitune_forward = layer.forward
         layer.forward = types.MethodType(_layer_forward, layer)
-        for module in layer.modules():
+        for name, module in layer.named_modules():
             if type(module).__name__.endswith("RMSNorm"):
                 module.register_forward_hook(_norm_hook)
                 module._unitune_forward = module.forward
                 module.forward = types.MethodType(_norm_forward, module)
+            # full fine-tuning's weights; a LoRA adapter's cast is r rows, not worth a recipe
+            elif type(module) is torch.nn.Linear and "lora_" not in name:
+                module._unitune_forward = module.forward
+                module.forward = types.MethodType(_linear_forward, module)
         count += 1
     return count
