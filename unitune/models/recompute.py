@@ -119,8 +119,9 @@ def _norm_forward(self, hidden_states):
     return torch.utils.checkpoint.checkpoint(self._unitune_forward, hidden_states, use_reentrant=False)
 
 
-def _cast(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return weight.to(dtype)
+def cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`x` in `dtype`: the recipe of a cast (a weight's here, a norm output's in unitune.models.shared_cast)."""
+    return x.to(dtype)
 
 
 def _linear_forward(self, x):
@@ -131,7 +132,7 @@ def _linear_forward(self, x):
     if not (weight.dtype == torch.float32 and torch.is_autocast_enabled(device) and torch.is_grad_enabled()):
         return self._unitune_forward(x)  # (a LoRA base stored in bf16 needs no cast)
     dtype = torch.get_autocast_dtype(device)
-    return torch.nn.functional.linear(x, remember(_cast(weight, dtype), _cast, weight, dtype), self.bias)
+    return torch.nn.functional.linear(x, remember(cast(weight, dtype), cast, weight, dtype), self.bias)
 
 
 def recompute_inputs(model) -> int:

@@ -11,7 +11,7 @@ so the gradients reaching the fp32 tensor, and their fp32 sum, are the same as b
 
 import torch
 
-from unitune.models.recompute import recipe_of, remember
+from unitune.models.recompute import cast, recipe_of, remember
 
 
 class _SharedCast(torch.autograd.Function):
@@ -35,12 +35,8 @@ def _low_copy(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     low = x.detach().to(dtype)
     x._unitune_cast = (x._version, low)
     if recipe_of(x) is not None:  # x is made again in backward (unitune.models.recompute): so is its cast
-        remember(low, _cast, x, dtype)
+        remember(low, cast, x, dtype)
     return low
-
-
-def _cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return x.to(dtype)
 
 
 def _cast_input(module, args):
