@@ -76,7 +76,49 @@ def test_encoder_backbone_trains_under_lora(tmp_path, tokenizer):
     pair = {"prompt": [{"role": "user", "content": "hi"}], "chosen": {"role": "assistant", "content": "hello"},
             "rejected": {"role": "assistant", "content": "go away"}}
     rows, _ = objective.rows([pair, pair], "train")
+    assert objective.count(objective.collate(rows)) == 2 and "reward_at" not in objective.collate(rows)  # whole rows
     loss, metrics = objective.loss(model, objective.collate(rows))
     loss.backward()
     head = [p for n, p in model.named_parameters() if "classifier" in n and p.requires_grad]
     assert head and all(p.grad is not None for p in head) and float(metrics["accuracy"]) in (0.0, 2.0)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_shared_prompt_rows_give_the_rewards_loss_and_gradients_of_two_rows(tokenizer, attention, capsys):
+    """`rm.shared_prompt`: one row per pair, [prompt | rest of chosen | rest of rejected], reads each side's
+    reward where two rows would (eager attention takes the 4-D mask as an additive one)."""
+    from accelerate import Accelerator
+
+    from unitune.config import build
+    from unitune.objectives.rm import RMObjective
+
+    def pair(prompt, chosen, rejected):
+        return {"prompt": [{"role": "user", "content": prompt}], "chosen": {"role": "assistant", "content": chosen},
+                "rejected": {"role": "assistant", "content": rejected}, "margin": 0.5}
+
+    pairs = [pair("What is two plus two?", "Four.", "It is five, I think, or maybe six."),
+             pair("Name a colour.", "Blue is a colour that many people like.", "No."),
+             pair("Say hi in a long and friendly way please", "Hi there, friend!", "Hi there, enemy!")]
+    out = []
+    for shared in (True, False):
+        cfg = build([("", {"model.name": "tiny-llama", "data.packing": False, "rm.shared_prompt": shared,
+                           "model.attn_implementation": attention, "rm.center_rewards_coefficient": 0.01})])
+        objective = RMObjective(cfg, tokenizer)
+        rows, _ = objective.rows(pairs, "train")
+        torch.manual_seed(0)
+        model = objective.load_model(Accelerator(cpu=True)).double()
+        assert ("shared prompt computed once" in capsys.readouterr().out) == shared
+        batch = objective.collate(rows)
+        assert objective.count(batch) == 3 and ("reward_at" in batch) == shared
+        assert batch["input_ids"].shape[0] == (3 if shared else 6)
+        loss, metrics = objective.loss(model, batch)
+        loss.backward()
+        out.append((loss.detach(), metrics, batch["num_tokens"], {n: p.grad for n, p in model.named_parameters()}))
+    (l1, m1, t1, g1), (l2, m2, t2, g2) = out
+    assert int(t1) == int(t2)
+    torch.testing.assert_close(l1, l2, rtol=1e-6, atol=0)  # float32, as training computes it
+    torch.testing.assert_close(m1["margin"], m2["margin"], rtol=1e-6, atol=1e-7)
+    assert float(m1["accuracy"]) == float(m2["accuracy"])
+    assert g1.keys() == g2.keys()
+    for name in g1:  # relative to the largest entry: the float64 model's rewards meet a float32 loss
+        assert (g1[name] - g2[name]).abs().max() <= 1e-6 * g2[name].abs().max(), name

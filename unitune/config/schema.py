@@ -110,6 +110,7 @@ class KtoConfig:
 @dataclass
 class RmConfig:
     center_rewards_coefficient: float = 0.0  # adds c * mean((r_chosen + r_rejected)^2); 0.01 is common
+    shared_prompt: bool = True  # decoders: one row per pair, [prompt | chosen | rejected]: the prompt goes through the model once
 
 
 @dataclass

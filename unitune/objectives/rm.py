@@ -15,8 +15,14 @@ last attended position is taken. When the tokenizer pads with its EOS (as
 SmolLM2 does), the pad becomes its unk token if it has a distinct one, so that
 transformers' own pooling (the rightmost non-pad token) also picks the
 end-of-turn token when the saved model is used on its own. Encoder models
-(BERT-style) keep their own pooling. Chosen and rejected rows share one
-forward (2B rows).
+(BERT-style) keep their own pooling.
+
+A batch is one forward. For a decoder it holds each pair as one row, [common prefix | rest of
+chosen | rest of rejected] (`rm.shared_prompt`, as DPO's, pairs.py): the prompt both sides
+repeat goes through the model once, each side sees the prefix and itself only, and each side's
+reward is read at its own last token. `--rm.shared_prompt false`, encoders and flash-attention
+kernels (which take no 4-D mask) use 2B rows, the B chosen then the B rejected, right-padded.
+The same rewards either way (tests/objectives/test_rm.py).
 
 Metrics: `accuracy` (r_c > r_r, strict), `margin` (mean r_c - r_r), `mean_reward`.
 """
@@ -26,9 +32,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from unitune.data.collate import collate
+from unitune.data.collate import collate, shared_prefix_rows, takes_4d_mask
 from unitune.errors import UnituneError
-from unitune.objectives.pairs import FitReport, check_config, fit_all, side, split_ids
+from unitune.objectives.head import model_mask
+from unitune.objectives.pairs import FitReport, check_config, common_prefix, fit_all, side, split_ids
 from unitune.objectives.reference import disable_dropout
 
 
@@ -67,6 +74,28 @@ def last_token_rewards(model, input_ids: torch.Tensor, attention_mask: torch.Ten
     return seen[-1][torch.arange(len(last), device=last.device), last, 0]
 
 
+def shared_rewards(model, batch: dict) -> torch.Tensor:
+    """[2B] rewards of shared-prefix rows (`shared_prefix_rows`): the head's output at each side's last
+    token, `reward_at` (flat index into [B * width]; the B chosen sides, then the B rejected)."""
+    head, seen = _head(model), []
+    hook = head.register_forward_hook(lambda module, args, out: seen.append(out))
+    try:
+        model(input_ids=batch["input_ids"], attention_mask=model_mask(model, batch["attention_mask"]),
+              position_ids=batch["position_ids"])
+    finally:
+        hook.remove()
+    return seen[-1].flatten(0, 1)[batch["reward_at"], 0]
+
+
+def shared_prefix_pairs(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> dict:
+    """One row per (chosen ids, rejected ids) pair, [common prefix | rest of chosen | rest of rejected],
+    and `reward_at`: where each side's last token is, chosen sides first."""
+    prefix = [common_prefix(c, r) for c, r in pairs]
+    batch, index = shared_prefix_rows([(c[:p], [c[p:], r[p:]]) for (c, r), p in zip(pairs, prefix)], pad_id)
+    at = [index[b][k][-1] for k in (0, 1) for b in range(len(pairs))]
+    return {**batch, "reward_at": torch.tensor(at, dtype=torch.long)}
+
+
 def use_distinct_pad(tokenizer) -> None:
     """Pad with unk instead of EOS where that is possible (see the module docstring)."""
     if tokenizer.pad_token_id == tokenizer.eos_token_id and tokenizer.unk_token is not None \
@@ -81,9 +110,20 @@ class RMObjective:
     def __init__(self, cfg, tokenizer):
         check_config(cfg, self.name)
         self.cfg, self.tokenizer = cfg, tokenizer
+        self.shared = cfg.rm.shared_prompt and takes_4d_mask(cfg.model.attn_implementation)
+        self.saved = None  # the share of tokens the shared prompts save, once the train rows are made
         use_distinct_pad(tokenizer)
 
     def load_model(self, accelerator):
+        model = self._load(accelerator)
+        if _head(model) is None:
+            self.shared = False  # an encoder sees its whole row both ways and pools it itself
+        if self.shared and self.saved is not None:
+            accelerator.print(f"unitune: rm: each pair's shared prompt computed once: {self.saved:.0%} fewer tokens "
+                              "through the model (--rm.shared_prompt false: two rows per pair)")
+        return model
+
+    def _load(self, accelerator):
         from transformers import AutoModelForSequenceClassification
         from transformers.utils import logging
 
@@ -137,6 +177,9 @@ class RMObjective:
             fitted = fit_all(report, sides, data.max_length, data.truncation)
             if fitted:
                 rows.append({"chosen": fitted[0], "rejected": fitted[1], "margin": ex.get("margin", 0.0)})
+        if split == "train" and rows:  # said once the model is loaded: an encoder does not share
+            self.saved = sum(common_prefix(r["chosen"]["input_ids"], r["rejected"]["input_ids"]) for r in rows) \
+                / sum(self.length(r) for r in rows)
         return rows, report.lines(split)
 
     @staticmethod
@@ -144,15 +187,25 @@ class RMObjective:
         return len(row["chosen"]["input_ids"]) + len(row["rejected"]["input_ids"])
 
     def collate(self, rows):
+        margin = torch.tensor([r["margin"] for r in rows])
+        num_tokens = torch.tensor(sum(self.length(r) for r in rows))  # both sides in full, as two rows would
+        if self.shared:
+            batch = shared_prefix_pairs([(r["chosen"]["input_ids"], r["rejected"]["input_ids"]) for r in rows],
+                                        self.tokenizer.pad_token_id)
+            return {**batch, "num_tokens": num_tokens, "margin": margin}
         batch = collate([[r["chosen"]] for r in rows] + [[r["rejected"]] for r in rows], self.tokenizer.pad_token_id)
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
-                "num_tokens": batch["num_tokens"], "margin": torch.tensor([r["margin"] for r in rows])}
+                "num_tokens": num_tokens, "margin": margin}
 
     @staticmethod
     def count(batch) -> int:
-        return batch["input_ids"].shape[0] // 2
+        """Pairs: a shared row is one pair, else two rows are."""
+        return batch["input_ids"].shape[0] // (1 if "reward_at" in batch else 2)
 
     def loss(self, model, batch):
-        rewards = last_token_rewards(model, batch["input_ids"], batch["attention_mask"])
+        if "reward_at" in batch:
+            rewards = shared_rewards(model, batch)
+        else:
+            rewards = last_token_rewards(model, batch["input_ids"], batch["attention_mask"])
         r_c, r_r = rewards.float().chunk(2)
         return bt_loss(r_c, r_r, batch["margin"].to(r_c.dtype), self.cfg.rm.center_rewards_coefficient)
