@@ -59,32 +59,32 @@ def _head(model):
     return None
 
 
-def last_token_rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """[B] rewards at each row's last attended position (rows right-padded)."""
-    head = _head(model)
-    if head is None:
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]
+def _head_outputs(model, **inputs) -> torch.Tensor:
+    """[rows, width, 1]: the decoder classifier's head at every position, read by a forward hook."""
     seen = []
-    hook = head.register_forward_hook(lambda module, args, out: seen.append(out))
+    hook = _head(model).register_forward_hook(lambda module, args, out: seen.append(out))
     try:
-        model(input_ids=input_ids, attention_mask=attention_mask)
+        model(**inputs)
     finally:
         hook.remove()
+    return seen[-1]
+
+
+def last_token_rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B] rewards at each row's last attended position (rows right-padded)."""
+    if _head(model) is None:
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]
+    scores = _head_outputs(model, input_ids=input_ids, attention_mask=attention_mask)
     last = attention_mask.long().sum(1) - 1
-    return seen[-1][torch.arange(len(last), device=last.device), last, 0]
+    return scores[torch.arange(len(last), device=last.device), last, 0]
 
 
 def shared_rewards(model, batch: dict) -> torch.Tensor:
     """[2B] rewards of shared-prefix rows (`shared_prefix_rows`): the head's output at each side's last
     token, `reward_at` (flat index into [B * width]; the B chosen sides, then the B rejected)."""
-    head, seen = _head(model), []
-    hook = head.register_forward_hook(lambda module, args, out: seen.append(out))
-    try:
-        model(input_ids=batch["input_ids"], attention_mask=model_mask(model, batch["attention_mask"]),
-              position_ids=batch["position_ids"])
-    finally:
-        hook.remove()
-    return seen[-1].flatten(0, 1)[batch["reward_at"], 0]
+    scores = _head_outputs(model, input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                           attention_mask=model_mask(model, batch["attention_mask"]))
+    return scores.flatten(0, 1)[batch["reward_at"], 0]
 
 
 def shared_prefix_pairs(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> dict:
