@@ -132,6 +132,13 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+def pair_rows(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[dict, list[list[int]]]:
+    """`shared_prefix_rows` of (chosen ids, rejected ids) pairs: one row per pair, [common prefix | rest of
+    chosen | rest of rejected], and `index[b][k]`, the flat positions of pair b's side k (0 chosen)."""
+    prefix = [common_prefix(c, r) for c, r in pairs]
+    return shared_prefix_rows([(c[:p], [c[p:], r[p:]]) for (c, r), p in zip(pairs, prefix)], pad_id)
+
+
 def shared_prefix_collate(pairs: list[tuple[dict, dict]], pad_id: int) -> dict:
     """One row per (chosen, rejected) pair: [common prefix | rest of chosen | rest of rejected]
     (`shared_prefix_rows`). A side's token t is scored from the state of its token t-1, so at the
@@ -140,9 +147,7 @@ def shared_prefix_collate(pairs: list[tuple[dict, dict]], pad_id: int) -> dict:
     B + b). `num_tokens` counts both sides in full, as two rows would: the tokens trained on,
     not the ones computed."""
     B = len(pairs)
-    prefix = [common_prefix(c["input_ids"], r["input_ids"]) for c, r in pairs]
-    batch, index = shared_prefix_rows([(c["input_ids"][:p], [c["input_ids"][p:], r["input_ids"][p:]])
-                                       for (c, r), p in zip(pairs, prefix)], pad_id)
+    batch, index = pair_rows([(c["input_ids"], r["input_ids"]) for c, r in pairs], pad_id)
     at, targets, slot = [], [], []
     for b, sides in enumerate(pairs):
         for k, feat in enumerate(sides):

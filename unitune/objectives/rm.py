@@ -32,10 +32,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from unitune.data.collate import collate, shared_prefix_rows, takes_4d_mask
+from unitune.data.collate import collate, takes_4d_mask
 from unitune.errors import UnituneError
 from unitune.objectives.head import model_mask
-from unitune.objectives.pairs import FitReport, check_config, common_prefix, fit_all, side, split_ids
+from unitune.objectives.pairs import FitReport, check_config, common_prefix, fit_all, pair_rows, side, split_ids
 from unitune.objectives.reference import disable_dropout
 
 
@@ -59,10 +59,10 @@ def _head(model):
     return None
 
 
-def _head_outputs(model, **inputs) -> torch.Tensor:
-    """[rows, width, 1]: the decoder classifier's head at every position, read by a forward hook."""
+def _head_outputs(model, head, **inputs) -> torch.Tensor:
+    """[rows, width, 1]: the decoder classifier's `head` at every position, read by a forward hook."""
     seen = []
-    hook = _head(model).register_forward_hook(lambda module, args, out: seen.append(out))
+    hook = head.register_forward_hook(lambda module, args, out: seen.append(out))
     try:
         model(**inputs)
     finally:
@@ -72,9 +72,10 @@ def _head_outputs(model, **inputs) -> torch.Tensor:
 
 def last_token_rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """[B] rewards at each row's last attended position (rows right-padded)."""
-    if _head(model) is None:
+    head = _head(model)
+    if head is None:
         return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]
-    scores = _head_outputs(model, input_ids=input_ids, attention_mask=attention_mask)
+    scores = _head_outputs(model, head, input_ids=input_ids, attention_mask=attention_mask)
     last = attention_mask.long().sum(1) - 1
     return scores[torch.arange(len(last), device=last.device), last, 0]
 
@@ -82,16 +83,15 @@ def last_token_rewards(model, input_ids: torch.Tensor, attention_mask: torch.Ten
 def shared_rewards(model, batch: dict) -> torch.Tensor:
     """[2B] rewards of shared-prefix rows (`shared_prefix_rows`): the head's output at each side's last
     token, `reward_at` (flat index into [B * width]; the B chosen sides, then the B rejected)."""
-    scores = _head_outputs(model, input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+    scores = _head_outputs(model, _head(model), input_ids=batch["input_ids"], position_ids=batch["position_ids"],
                            attention_mask=model_mask(model, batch["attention_mask"]))
     return scores.flatten(0, 1)[batch["reward_at"], 0]
 
 
 def shared_prefix_pairs(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> dict:
-    """One row per (chosen ids, rejected ids) pair, [common prefix | rest of chosen | rest of rejected],
-    and `reward_at`: where each side's last token is, chosen sides first."""
-    prefix = [common_prefix(c, r) for c, r in pairs]
-    batch, index = shared_prefix_rows([(c[:p], [c[p:], r[p:]]) for (c, r), p in zip(pairs, prefix)], pad_id)
+    """One row per (chosen ids, rejected ids) pair (`pair_rows`) and `reward_at`: where each side's
+    last token is, chosen sides first."""
+    batch, index = pair_rows(pairs, pad_id)
     at = [index[b][k][-1] for k in (0, 1) for b in range(len(pairs))]
     return {**batch, "reward_at": torch.tensor(at, dtype=torch.long)}
 
