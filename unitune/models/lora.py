@@ -3,7 +3,8 @@ rsLoRA) through peft, or full fine-tuning with the first layers frozen, plus
 gradient checkpointing (of every layer, or of as many as a long pass needs:
 models/partial_checkpoint.py), the leaner SwiGLU backward (models/swiglu.py),
 the activations backward makes again rather than keeps (models/recompute.py),
-grouped key/value heads left ungrouped under a mask on CPU (models/attention.py), or,
+grouped key/value heads left ungrouped under a mask on CPU (models/attention.py), fp32
+linears through oneDNN on CPU (models/onednn_linear.py), or,
 under `train.compile`, decoder layers compiled instead of those three (models/compile.py).
 
 Under mixed precision, LoRA's frozen base linears are stored in the autocast dtype
@@ -27,12 +28,14 @@ warnings.filterwarnings("ignore", message=r".*(is_gradient_checkpointing|gradien
 def prepare_for_training(model, lora_cfg, train_cfg):
     from unitune.models.attention import use_grouped_sdpa
     from unitune.models.compile import compile_layers
+    from unitune.models.onednn_linear import use_onednn_linears
     from unitune.models.partial_checkpoint import checkpoint_above_tokens
     from unitune.models.recompute import recompute_inputs
     from unitune.models.shared_cast import share_input_casts
     from unitune.models.swiglu import fuse_swiglu
 
     use_grouped_sdpa()  # no copied key/value heads kept for backward, the same outputs
+    onednn = use_onednn(train_cfg)
     if train_cfg.gradient_checkpointing and train_cfg.checkpoint_above_tokens:
         raise UnituneError(f"train.checkpoint_above_tokens {train_cfg.checkpoint_above_tokens} checkpoints the layers "
                            "a long pass needs, train.gradient_checkpointing true every layer of every pass: set one")
@@ -57,10 +60,26 @@ def prepare_for_training(model, lora_cfg, train_cfg):
     if train_cfg.compile:  # the compiler fuses and recomputes by itself (models/compile.py)
         compile_layers(model, train_cfg.compile_memory_budget)
         return model
+    if onednn:
+        use_onednn_linears(model)  # fp32 CPU passes: oneDNN's products instead of MKL's, faster here
     share_input_casts(model)  # under autocast: one cast of each norm output, the same gradients
     if train_cfg.recompute_elementwise and not train_cfg.gradient_checkpointing:
         recompute_inputs(model)  # norm outputs and MLP products made again in backward, the same gradients
     return model
+
+
+def use_onednn(train_cfg) -> bool:
+    """Whether decoder linears run through oneDNN in fp32 CPU passes (`train.onednn_linears`)."""
+    from unitune.models.onednn_linear import available
+
+    if train_cfg.onednn_linears is True and not available():
+        raise UnituneError("train.onednn_linears true: this torch build has no oneDNN linear kernel "
+                           "(torch.ops.mkldnn._linear_pointwise); set it to auto or false")
+    if train_cfg.onednn_linears is True and train_cfg.compile:
+        raise UnituneError("train.onednn_linears true and train.compile true: compiled layers choose their own "
+                           "kernels; set one")
+    return train_cfg.onednn_linears is True or (train_cfg.onednn_linears == "auto" and not train_cfg.compile
+                                                 and available())
 
 
 def add_lora(model, cfg):
