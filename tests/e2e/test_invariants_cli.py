@@ -80,7 +80,7 @@ def test_checkpointed_lora_run_equals_the_plain_one(tmp_path):
 
 def test_lora_on_cpu_trains_a_long_batch_as_passes_with_the_same_result(tmp_path):
     """train.max_tokens_per_forward auto (the default): on CPU a LoRA batch of 4 rows of ~300 tokens
-    (over 1024 padded tokens) trains as several passes, to the losses and adapter of one pass a batch;
+    (over 768 padded tokens, auto's budget in fp32) trains as several passes, to the losses and adapter of one pass a batch;
     full fine-tuning keeps one pass, and config.yaml records what auto chose."""
     long = [{"messages": [{"role": "user", "content": f"Count for guest {i}."},
                           {"role": "assistant", "content": " ".join(["one two three"] * 95)}]} for i in range(8)]
@@ -90,9 +90,9 @@ def test_lora_on_cpu_trains_a_long_batch_as_passes_with_the_same_result(tmp_path
     auto, whole = tmp_path / "auto", tmp_path / "whole"
     proc = cli(*common(data, auto, *args))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "train.max_tokens_per_forward auto: 1024" in proc.stdout
+    assert "train.max_tokens_per_forward auto: 768" in proc.stdout
     assert "step 1 runs its 1 micro-batch(es) as 2 forward/backward passes" in proc.stdout
-    assert "max_tokens_per_forward: 1024" in (auto / "config.yaml").read_text()
+    assert "max_tokens_per_forward: 768" in (auto / "config.yaml").read_text()
     proc = cli(*common(data, whole, *args, "--train.max_tokens_per_forward", "0"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "forward/backward passes" not in proc.stdout

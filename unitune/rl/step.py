@@ -65,7 +65,7 @@ class GenerationPhase:
         t = cfg.train  # auto is 0 for grpo, but an objective built without the session still sees "auto"
         self.budget = tokens_per_forward(t.max_tokens_per_forward, verb="grpo", device_type=accelerator.device.type,
                                          lora=cfg.lora.enabled, checkpointing=t.gradient_checkpointing,
-                                         in_backward=t.optimizer_in_backward)
+                                         in_backward=t.optimizer_in_backward, autocast=t.mixed_precision != "no")
         self.row_tokens = min(ROW_TOKENS, self.budget or ROW_TOKENS)  # a row fits a pass's budget
         g = cfg.grpo
         self.g, self.temperature = g.num_generations, g.temperature

@@ -62,21 +62,23 @@ def split_by_tokens(batch: list[int], lengths: list[int], budget: int) -> list[l
     return parts + [part] if part else parts
 
 
-CPU_TOKENS_PER_FORWARD = 1024  # what train.max_tokens_per_forward auto is for LoRA on CPU
+CPU_TOKENS_PER_FORWARD = 768  # what train.max_tokens_per_forward auto is for LoRA on CPU in fp32
+CPU_TOKENS_PER_FORWARD_AUTOCAST = 1024  # ... and under bf16 / fp16 autocast (activations of half the bytes)
 CUT_BY_THE_LOOP = ("pt", "sft", "dpo", "rm")  # verbs whose micro-batches the loop may cut: a loss summed over rows
 
 
 def tokens_per_forward(setting: int | str, *, verb: str, device_type: str, lora: bool, checkpointing: bool,
-                       in_backward: bool) -> int:
+                       in_backward: bool, autocast: bool) -> int:
     """What train.max_tokens_per_forward = setting is in this run: the padded tokens of one pass, 0 for one
     pass per micro-batch.
 
-    auto cuts a LoRA micro-batch on CPU into passes of at most 1024 padded tokens. LoRA's gradients are
-    small, so the passes cost little, and a step holds one pass's activations instead of the whole
-    batch's: the benchmark's fp32 SFT LoRA batches (4 rows of 150-300 tokens) peaked at 1.64 instead
-    of 1.85 GiB over 12 steps, in the same time within the machine's spread (512 tokens: 1.37 GiB,
-    4-12% slower), and in the suite SFT LoRA peaked at 1.79 instead of 1.86 GiB, DPO at 1.66 instead
-    of 1.75 (BENCHMARKS.md).
+    auto cuts a LoRA micro-batch on CPU into passes of at most 768 padded tokens in fp32, 1024 under
+    autocast. LoRA's gradients are small, so the passes cost little, and a step holds one pass's
+    activations instead of the whole batch's. In the benchmark's fp32 SFT LoRA cell (batches of 4 rows
+    of 150-300 tokens), with the decoder's linears through oneDNN (models/onednn_linear.py), two repeats
+    alternating: passes of 1024 tokens peaked at 1.86 GiB at 220 / 220 tokens/s, of 768 at 1.65 GiB at
+    229 / 222, of 512 at 1.45 GiB at 225 / 204 (BENCHMARKS.md). Under bf16 autocast a token's
+    activations take half the bytes and 1024 leaves that cell at 0.63-0.66x the lightest peer's peak.
     Everywhere else auto is 0: on a GPU longer passes run faster; in full fine-tuning the first pass's
     gradients, as large as the weights, would stay beside the next pass's activations; checkpointing
     already keeps little; stepping inside backward needs one pass; kto's loss couples its rows; and
@@ -84,7 +86,9 @@ def tokens_per_forward(setting: int | str, *, verb: str, device_type: str, lora:
     if setting != "auto":
         return setting
     cut = (device_type == "cpu" and lora and verb in CUT_BY_THE_LOOP and not checkpointing and not in_backward)
-    return CPU_TOKENS_PER_FORWARD if cut else 0
+    if not cut:
+        return 0
+    return CPU_TOKENS_PER_FORWARD_AUTOCAST if autocast else CPU_TOKENS_PER_FORWARD
 
 
 @dataclass

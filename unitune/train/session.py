@@ -41,7 +41,8 @@ def train_session(verb: str, cfg: Config) -> dict:
     if cfg.train.max_tokens_per_forward == "auto":  # like mixed_precision: config.yaml records the choice
         budget = tokens_per_forward("auto", verb=verb, device_type=acc.device.type, lora=cfg.lora.enabled,
                                     checkpointing=cfg.train.gradient_checkpointing,
-                                    in_backward=cfg.train.optimizer_in_backward)
+                                    in_backward=cfg.train.optimizer_in_backward,
+                                    autocast=cfg.train.mixed_precision != "no")
         cfg = replace(cfg, train=replace(cfg.train, max_tokens_per_forward=budget))
         if budget:
             acc.print(f"unitune: train.max_tokens_per_forward auto: {budget} (LoRA on {acc.device.type}: a batch "
