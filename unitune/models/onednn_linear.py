@@ -4,11 +4,12 @@ products (to fp32 rounding), faster at a decoder's layer shapes.
 On CPU, `F.linear` hands an fp32 product to MKL's GEMM. At the shapes of a training pass over
 SmolLM2-135M (~1,000 rows against 576 x 576, 576 x 192, 576 x 1536, 1536 x 576 weights) oneDNN's
 linear over the same plain weight (`torch.ops.mkldnn._linear_pointwise`, what inductor lowers CPU
-linears to) ran the forward product 10-30% faster on the benchmark machine, and the input's
-gradient (the gradient times the weight, the same kernel over the weight transposed) 15-20% faster
+linears to) ran the forward product 12-27% faster on the benchmark machine (a Zen 4), and the input's
+gradient (the gradient times the weight, the same kernel over the weight transposed) 14-23% faster
 at all but the narrowest shape; the weight's gradient (gradient^T times input) is left to MKL, which
-was as fast or faster there. Through a whole fp32 LoRA pass that is -5 to -9%
-(`bench/onednn_linears.py`, BENCHMARKS.md).
+was as fast or faster there. In the benchmark's fp32 cells that is +10% tokens/s in SFT LoRA, +7-17%
+in full fine-tuning and +12-21% in DPO (BENCHMARKS.md, performance-pass table). Not measured on an
+Intel CPU, where MKL may choose its kernels differently.
 
 So in a pass with gradients, outside autocast, on CPU, each decoder layer's `nn.Linear` runs as the
 autograd function below; anything else (autocast, whose bf16 products already go to oneDNN; no
