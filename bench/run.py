@@ -103,6 +103,10 @@ FRAMEWORKS = {
     "unitune+compile": Framework(".venv/bin/python", "bench/peers/unitune_run.py",
                                  ("sft_lora", "sft_full", "dpo_lora", "grpo_lora"), {"train.compile": "true"},
                                  peer=False, default=False),
+    # fp32 decoder linears through oneDNN whatever the CPU (auto: AMD with AVX-512 only; unitune/models/onednn_linear.py)
+    "unitune+onednn": Framework(".venv/bin/python", "bench/peers/unitune_run.py",
+                                ("sft_lora", "sft_full", "dpo_lora", "grpo_lora"), {"train.onednn_linears": "true"},
+                                peer=False, default=False),
     # unitune on glibc's malloc, as before unitune/malloc.py (the command now runs on mimalloc where installed)
     "unitune+system": Framework(".venv/bin/python", "bench/peers/unitune_run.py",
                                 ("sft_lora", "sft_full", "dpo_lora", "grpo_lora"), {}, peer=False, default=False,

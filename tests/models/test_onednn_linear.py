@@ -12,7 +12,8 @@ from tests.conftest import loss_and_grads, saved_bytes
 from unitune.config import LoraConfig, TrainConfig
 from unitune.errors import UnituneError
 from unitune.models.load import load_model
-from unitune.models.lora import prepare_for_training
+from unitune.models import onednn_linear
+from unitune.models.lora import prepare_for_training, use_onednn
 from unitune.models.onednn_linear import available, use_onednn_linears
 
 pytestmark = pytest.mark.skipif(not available(), reason="this torch build has no oneDNN linear kernel")
@@ -91,6 +92,17 @@ def test_off_and_refused_settings():
     with pytest.raises(UnituneError, match="train.onednn_linears true and train.compile true"):
         prepare_for_training(load_model("tiny-llama"), LoraConfig(enabled=False),
                              TrainConfig(onednn_linears=True, compile=True))
+
+
+@pytest.mark.parametrize("faster", [True, False])
+def test_auto_follows_where_the_kernel_was_measured_faster(monkeypatch, faster):
+    """auto turns the linears on only on the CPUs where oneDNN beat MKL (AMD with AVX-512), never with
+    compile; true turns them on anywhere the kernel exists."""
+    monkeypatch.setattr(onednn_linear, "faster_here", lambda: faster)
+    assert use_onednn(TrainConfig()) is faster
+    assert use_onednn(TrainConfig(compile=True)) is False
+    assert use_onednn(TrainConfig(onednn_linears=True)) is True
+    assert use_onednn(TrainConfig(onednn_linears=False)) is False
 
 
 def test_a_deep_copy_runs_on_its_own_weights():

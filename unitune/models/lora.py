@@ -61,7 +61,7 @@ def prepare_for_training(model, lora_cfg, train_cfg):
         compile_layers(model, train_cfg.compile_memory_budget)
         return model
     if onednn:
-        use_onednn_linears(model)  # fp32 CPU passes: oneDNN's products instead of MKL's, faster here
+        use_onednn_linears(model)  # fp32 CPU passes: oneDNN's products instead of MKL's
     share_input_casts(model)  # under autocast: one cast of each norm output, the same gradients
     if train_cfg.recompute_elementwise and not train_cfg.gradient_checkpointing:
         recompute_inputs(model)  # norm outputs and MLP products made again in backward, the same gradients
@@ -70,7 +70,7 @@ def prepare_for_training(model, lora_cfg, train_cfg):
 
 def use_onednn(train_cfg) -> bool:
     """Whether decoder linears run through oneDNN in fp32 CPU passes (`train.onednn_linears`)."""
-    from unitune.models.onednn_linear import available
+    from unitune.models.onednn_linear import available, faster_here
 
     if train_cfg.onednn_linears is True and not available():
         raise UnituneError("train.onednn_linears true: this torch build has no oneDNN linear kernel "
@@ -79,7 +79,7 @@ def use_onednn(train_cfg) -> bool:
         raise UnituneError("train.onednn_linears true and train.compile true: compiled layers choose their own "
                            "kernels; set one")
     return train_cfg.onednn_linears is True or (train_cfg.onednn_linears == "auto" and not train_cfg.compile
-                                                 and available())
+                                                 and available() and faster_here())
 
 
 def add_lora(model, cfg):

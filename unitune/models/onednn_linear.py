@@ -8,8 +8,10 @@ linears to) ran the forward product 12-27% faster on the benchmark machine (a Ze
 gradient (the gradient times the weight, the same kernel over the weight transposed) 14-23% faster
 at all but the narrowest shape; the weight's gradient (gradient^T times input) is left to MKL, which
 was as fast or faster there. In the benchmark's fp32 cells that is +10% tokens/s in SFT LoRA, +7-17%
-in full fine-tuning and +12-21% in DPO (BENCHMARKS.md, performance-pass table). Not measured on an
-Intel CPU, where MKL may choose its kernels differently.
+in full fine-tuning and +12-21% in DPO (BENCHMARKS.md, performance-pass table). On an AVX2 Zen 3 the
+same kernels were the other way round (the forward 3-19% slower, a LoRA pass +12-16%), so `auto` turns
+it on only where it was measured faster: AMD CPUs that torch runs with AVX-512 (`faster_here`). Not
+measured on Intel or Arm CPUs, where it stays off unless asked for.
 
 So in a pass with gradients, outside autocast, on CPU, each decoder layer's `nn.Linear` runs as the
 autograd function below; anything else (autocast, whose bf16 products already go to oneDNN; no
@@ -28,6 +30,18 @@ def available() -> bool:
     try:
         return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._linear_pointwise)
     except (AttributeError, RuntimeError):
+        return False
+
+
+def faster_here() -> bool:
+    """Whether this CPU is of the kind where oneDNN's fp32 linear was measured faster than MKL's GEMM at a
+    decoder's shapes: an AMD CPU that torch runs with AVX-512 kernels (a Zen 4; slower on an AVX2 Zen 3)."""
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("vendor_id") and "AuthenticAMD" in line for line in f)
+    except OSError:
         return False
 
 

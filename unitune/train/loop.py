@@ -75,7 +75,7 @@ def tokens_per_forward(setting: int | str, *, verb: str, device_type: str, lora:
     auto cuts a LoRA micro-batch on CPU into passes of at most 768 padded tokens in fp32, 1024 under
     autocast. LoRA's gradients are small, so the passes cost little, and a step holds one pass's
     activations instead of the whole batch's. In the benchmark's fp32 SFT LoRA cell (batches of 4 rows
-    of 150-300 tokens), with the decoder's linears through oneDNN (models/onednn_linear.py), two repeats
+    of 150-300 tokens) on a Zen 4, with the linears through oneDNN (models/onednn_linear.py), two repeats
     alternating: passes of 1024 tokens peaked at 1.86 GiB at 220 / 220 tokens/s, of 768 at 1.65 GiB at
     229 / 222, of 512 at 1.45 GiB at 225 / 204 (BENCHMARKS.md). Under bf16 autocast a token's
     activations take half the bytes and 1024 leaves that cell at 0.63-0.66x the lightest peer's peak.
