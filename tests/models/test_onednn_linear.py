@@ -11,8 +11,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from tests.conftest import loss_and_grads, saved_bytes
 from unitune.config import LoraConfig, TrainConfig
 from unitune.errors import UnituneError
-from unitune.models.load import load_model
 from unitune.models import onednn_linear
+from unitune.models.load import load_model
 from unitune.models.lora import prepare_for_training, use_onednn
 from unitune.models.onednn_linear import available, use_onednn_linears
 

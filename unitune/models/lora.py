@@ -5,7 +5,7 @@ models/partial_checkpoint.py), the leaner SwiGLU backward (models/swiglu.py),
 the activations backward makes again rather than keeps (models/recompute.py),
 grouped key/value heads left ungrouped under a mask on CPU (models/attention.py), fp32
 linears through oneDNN on CPU (models/onednn_linear.py), or,
-under `train.compile`, decoder layers compiled instead of those three (models/compile.py).
+under `train.compile`, decoder layers compiled instead of those (models/compile.py).
 
 Under mixed precision, LoRA's frozen base linears are stored in the autocast dtype
 (`lora.base_dtype auto`). Autocast computes them in that dtype anyway, but it caches a

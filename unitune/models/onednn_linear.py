@@ -9,7 +9,7 @@ gradient (the gradient times the weight, the same kernel over the weight transpo
 at all but the narrowest shape; the weight's gradient (gradient^T times input) is left to MKL, which
 was as fast or faster there. In the benchmark's fp32 cells that is +10% tokens/s in SFT LoRA, +7-17%
 in full fine-tuning and +12-21% in DPO (BENCHMARKS.md, performance-pass table). On an AVX2 Zen 3 the
-same kernels were the other way round (the forward 3-19% slower, a LoRA pass +12-16%), so `auto` turns
+same kernels were the other way round (the forward 4-19% slower, a LoRA pass +12-16%), so `auto` turns
 it on only where it was measured faster: AMD CPUs that torch runs with AVX-512 (`faster_here`). Not
 measured on Intel or Arm CPUs, where it stays off unless asked for.
 
