@@ -114,6 +114,7 @@ FRAMEWORKS = {
     # unitune+splitN (any N, e.g. unitune+split300: fp32 takes twice bf16's bytes per token): passes of <= N tokens
     # PEER+mimalloc (any peer, e.g. ms-swift+mimalloc): that peer with unitune's malloc preloaded, to tell the
     # allocator's share from the rest; compared against the peers as they ship, as a unitune row is
+    # X+adafactor (any framework, e.g. unitune+adafactor, ms-swift+adafactor): Adafactor for AdamW (add_optimizer)
     # DPO as before dpo.shared_prompt: two rows per pair, the prompt computed twice (for before/after)
     "unitune-unshared": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("dpo_lora",),
                                   {"dpo.shared_prompt": "false"}, peer=False, default=False),
@@ -392,6 +393,17 @@ def add_compile(name: str) -> None:
                                                   "train.compile_memory_budget": found[2]}, default=False)
 
 
+def add_optimizer(name: str) -> None:
+    """X+adafactor (any framework, e.g. unitune+adafactor, ms-swift+adafactor): X with Adafactor for AdamW, as the
+    HF Trainer's optim="adafactor" builds it (unitune: train.optimizer adafactor). Run only against each other:
+    a peer variant counts as a peer, so a run mixing optimizers would compare across them."""
+    base = name.removesuffix("+adafactor")
+    if name.endswith("+adafactor") and name not in FRAMEWORKS and base in FRAMEWORKS:
+        fw = FRAMEWORKS[base]
+        option = {"optim": "adafactor"} if fw.peer else {"train.optimizer": "adafactor"}
+        FRAMEWORKS[name] = replace(fw, options={**fw.options, **option}, default=False)
+
+
 def add_mimalloc(name: str) -> None:
     """PEER+mimalloc: that peer run with mimalloc (from unitune's environment) preloaded, made when first named."""
     peer = name.removesuffix("+mimalloc")
@@ -421,7 +433,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", default="", help=f"comma-separated tasks ({', '.join(TASKS)})")
     p.add_argument("--frameworks", default="",
-                   help=f"comma-separated ({', '.join(FRAMEWORKS)}, unitune+splitN, unitune+compileB)")
+                   help=f"comma-separated ({', '.join(FRAMEWORKS)}, unitune+splitN, unitune+compileB, PEER+mimalloc, X+adafactor)")
     p.add_argument("--precision", default="", help="fp32, bf16 or fp32,bf16 (default: bf16 too where the CPU has it)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--steps", type=int, default=0, help="timed steps, at most (default: each task's)")
@@ -453,6 +465,7 @@ def main() -> int:
                 if line.strip():
                     rows.append({**json.loads(line), "file": k})
                     rows[-1]["repeat"] = f"{k}-{rows[-1]['repeat']}"
+                    add_optimizer(rows[-1]["framework"])  # so that a peer's variant counts as a peer
         rates = {}
         for r in rows:
             for k, v in r.get("matmul", {}).items():
@@ -469,10 +482,11 @@ def main() -> int:
         add_split(n)
         add_compile(n)
         add_mimalloc(n)
+        add_optimizer(n)
     unknown = [n for n in names if n not in FRAMEWORKS]
     if unknown:
         p.error(f"unknown framework(s) {', '.join(unknown)}; known: {', '.join(FRAMEWORKS)}, unitune+splitN, "
-                "unitune+compileB, unitune@REV+splitN (with --baseline REV), PEER+mimalloc")
+                "unitune+compileB, unitune@REV+splitN (with --baseline REV), PEER+mimalloc, X+adafactor")
     if not args.python:
         for n in names:
             if not (ROOT / FRAMEWORKS[n].python).exists():

@@ -71,6 +71,7 @@ def main() -> int:
         args.update(finetuning_type="full")
     if stage == "dpo":
         args.update(pref_beta=spec["beta"], pref_loss="sigmoid")
+    args.update(spec.get("options", {}))  # a variant's own settings, e.g. optim adafactor
     from llamafactory.train.tuner import run_exp
 
     rec.extra.update(versions("llamafactory", "trl", "torch", "transformers", "peft", "accelerate"))

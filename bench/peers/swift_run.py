@@ -28,6 +28,8 @@ def args_for(spec: dict, dataset: str) -> list[str]:
                  "--lora_dropout", "0", "--target_modules", "all-linear"]
     else:
         args += ["--tuner_type", "full"]
+    for key, value in spec.get("options", {}).items():  # a variant's own settings, e.g. optim adafactor
+        args += [f"--{key}", str(value)]
     return args
 
 

@@ -4,6 +4,7 @@ with the same global batch."""
 import re
 import shutil
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -27,18 +28,20 @@ def assert_same_weights(a, b, atol=1e-6):
 GLIBC = {"UNITUNE_MALLOC": "system"}
 
 
-def test_resumed_run_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "adafactor"])
+def test_resumed_run_equals_uninterrupted(tmp_path, optimizer):
     """Also across mallocs: the uninterrupted run on glibc's, with train.cpu_allocator keeping what it
     frees, the resumed one on the command's own."""
     data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(40))
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    proc = cli(*common(data, full, "--train.max_steps", "6", "--train.save_every", "3", "--train.batch_size", "4"),
-               env=GLIBC)
+    proc = cli(*common(data, full, "--train.max_steps", "6", "--train.save_every", "3", "--train.batch_size", "4",
+                       "--train.optimizer", optimizer), env=GLIBC)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "CPU allocator keeps freed memory" in proc.stdout  # full fine-tuning on CPU: train.cpu_allocator auto
     # the run that "crashed" after step 3: only its checkpoint survives
     shutil.copytree(full / "checkpoints" / "step-3", resumed / "checkpoints" / "step-3")
-    proc = cli(*common(data, resumed, "--train.max_steps", "6", "--train.batch_size", "4", "--train.resume", "latest"))
+    proc = cli(*common(data, resumed, "--train.max_steps", "6", "--train.batch_size", "4", "--train.resume", "latest",
+                       "--train.optimizer", optimizer))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed from" in proc.stdout
     assert_same_weights(full, resumed, atol=0)

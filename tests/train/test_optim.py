@@ -1,4 +1,5 @@
-"""The optimizer: fused AdamW where torch has it, with the numbers of torch's reference loop."""
+"""The optimizer: fused AdamW where torch has it, with the numbers of torch's reference loop; Adafactor as the
+HF Trainer builds it, with a state a fraction of AdamW's."""
 
 from types import SimpleNamespace
 
@@ -10,7 +11,7 @@ from unitune.train.optim import build_optimizer
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_fused_adamw_matches_the_loop(dtype):
-    cfg = SimpleNamespace(lr=1e-2, weight_decay=0.1, adam_betas=[0.9, 0.99])
+    cfg = SimpleNamespace(optimizer="adamw", lr=1e-2, weight_decay=0.1, adam_betas=[0.9, 0.99])
     torch.manual_seed(0)
     fused_model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 3)).to(dtype)
     loop_model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 3)).to(dtype)
@@ -30,6 +31,45 @@ def test_fused_adamw_matches_the_loop(dtype):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6 if dtype == torch.float32 else 1e-12, msg=name)
 
 
+def _state_bytes(optimizer) -> int:
+    return sum(t.numel() * t.element_size() for state in optimizer.state.values() for t in state.values()
+               if torch.is_tensor(t))
+
+
+def test_adafactor_is_the_hf_trainers_with_a_fraction_of_adamws_state(tmp_path):
+    """train.optimizer adafactor steps as the HF Trainer's optim="adafactor" (TRL, ms-swift and LLaMA-Factory
+    build theirs so), weight decay on matrices only; its state is rows + columns where AdamW's is 2x the weights."""
+    from transformers import Trainer, TrainingArguments
+
+    cfg = SimpleNamespace(optimizer="adafactor", lr=1e-2, weight_decay=0.1, adam_betas=[0.9, 0.999])
+    torch.manual_seed(0)
+    ours_model = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.LayerNorm(64), torch.nn.Linear(64, 32))
+    hf_model = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.LayerNorm(64), torch.nn.Linear(64, 32))
+    adamw_model = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.LayerNorm(64), torch.nn.Linear(64, 32))
+    hf_model.load_state_dict(ours_model.state_dict())
+    adamw_model.load_state_dict(ours_model.state_dict())
+    ours = build_optimizer(ours_model, cfg)
+    adamw = build_optimizer(adamw_model, SimpleNamespace(**{**vars(cfg), "optimizer": "adamw"}))
+    args = TrainingArguments(output_dir=str(tmp_path), optim="adafactor", learning_rate=1e-2, weight_decay=0.1,
+                             report_to=[], use_cpu=True)
+    cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
+    hf = cls([{"params": [p for p in hf_model.parameters() if p.ndim >= 2], "weight_decay": 0.1},
+              {"params": [p for p in hf_model.parameters() if p.ndim < 2], "weight_decay": 0.0}], **kwargs)
+    for step in range(5):
+        x = torch.randn(4, 8, generator=torch.Generator().manual_seed(step))
+        for model, opt in ((ours_model, ours), (hf_model, hf), (adamw_model, adamw)):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    assert type(ours) is cls
+    for (name, a), b, c in zip(ours_model.named_parameters(), hf_model.parameters(), adamw_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+        assert not torch.allclose(a, c), name  # a different optimizer: the test would notice AdamW
+    weights = sum(p.numel() * p.element_size() for p in ours_model.parameters())
+    assert _state_bytes(adamw) >= 2 * weights
+    assert _state_bytes(ours) < 0.4 * weights  # 8x64 and 64x32 keep 72 and 96 floats; vectors keep their own size
+
+
 def _run(tmp_path, name, **train):
     """Three steps of full fine-tuning of tiny-llama (tied embeddings) through the Python API; its losses,
     gradient norms and final weights."""
@@ -47,7 +87,8 @@ def _run(tmp_path, name, **train):
     return rows, load_file(str(out / "final" / "model.safetensors"))
 
 
-@pytest.mark.parametrize("extra", [{}, {"gradient_checkpointing": True}], ids=["plain", "checkpointing"])
+@pytest.mark.parametrize("extra", [{}, {"gradient_checkpointing": True}, {"optimizer": "adafactor"}],
+                         ids=["plain", "checkpointing", "adafactor"])
 def test_optimizer_in_backward_trains_the_same_weights(tmp_path, extra):
     """train.optimizer_in_backward steps each parameter inside backward: the same losses, gradient norms and
     weights after three steps as the ordinary step after backward (no clipping in either)."""

@@ -61,6 +61,7 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 2e-4
     weight_decay: float = 0.0
+    optimizer: Literal["adamw", "adafactor"] = "adamw"  # adafactor: transformers' Adafactor as the HF Trainer's optim adafactor builds it (train.lr as given, no momentum, factored second moment: state of rows + columns per matrix instead of AdamW's two full copies; train.adam_betas unused)
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = 0.0

@@ -1,4 +1,5 @@
-"""AdamW and the learning-rate schedule: linear warmup, then cosine, linear or constant."""
+"""The optimizer (AdamW, or Adafactor for a smaller state) and the learning-rate schedule: linear warmup,
+then cosine, linear or constant."""
 
 import math
 
@@ -6,19 +7,30 @@ import torch
 
 
 def build_optimizer(model, cfg) -> torch.optim.Optimizer:
-    """AdamW over trainable parameters; no weight decay on biases and norms (1-D tensors).
+    """`train.optimizer` over the trainable parameters; no weight decay on biases and norms (1-D tensors).
 
-    The fused kernel (one pass over all parameters) where torch has it for every parameter's device
-    and dtype: on CPU, torch's default is a Python loop over the tensors, ~8x slower per step for a
-    135M model (BENCHMARKS.md); the numbers are the same (tests/train/test_optim.py)."""
+    adamw: the fused kernel (one pass over all parameters) where torch has it for every parameter's device
+    and dtype: on CPU, torch's default is a Python loop over the tensors, ~8x slower per step for a 135M
+    model (BENCHMARKS.md); the numbers are the same (tests/train/test_optim.py).
+
+    adafactor: transformers' Adafactor with the settings the HF Trainer gives `optim="adafactor"` (so
+    TRL, ms-swift and LLaMA-Factory too): the learning rate as given (no relative step, no parameter
+    scaling), no first moment, and the second moment of a matrix factored into its row and column
+    means. Its state is ~1 MB for SmolLM2-135M where AdamW's is 1.0 GiB (two fp32 copies of the weights);
+    its step is a Python loop over the tensors (~0.5 s a step for 135M parameters on 2 cores against
+    fused AdamW's 0.05)."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [g for g in ({"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0})
+              if g["params"]]
+    if cfg.optimizer == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor(groups, lr=cfg.lr, scale_parameter=False, relative_step=False)
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in decay + no_decay)
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=tuple(cfg.adam_betas),
-                             fused=fused or None)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.adam_betas), fused=fused or None)
 
 
 def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
