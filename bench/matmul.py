@@ -1,6 +1,12 @@
 """The machine's matmul rate, the denominator of MFU: square matmuls in fp32 and bf16 (CPU: 2048^2 with
 torch's default threads; cuda: 8192^2), best of several timed repeats. Prints JSON {"fp32": FLOP/s,
-"bf16": FLOP/s, ...}; bf16 is null on a CPU without bf16 arithmetic (the suite runs no bf16 cell there)."""
+"bf16": FLOP/s, ...}; bf16 is null on a CPU without bf16 arithmetic (the suite runs no bf16 cell there).
+
+    .venv/bin/python bench/matmul.py shapes [TOKENS]   # fp32, SmolLM2-135M's linears at TOKENS rows (1000)
+
+prints instead the rate of each product a training step makes of each linear: the forward X W^T, the
+input gradient dY W and the weight gradient dY^T X, against the square product, to tell whether a
+step's matmuls run at the machine's rate."""
 
 import json
 import sys
@@ -34,7 +40,29 @@ def bf16_supported() -> bool:
     return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
 
 
+def shapes(tokens: int) -> None:
+    """fp32 GFLOP/s of each linear's three training products, SmolLM2-135M's shapes (in -> out)."""
+    def timed(fn, flops: float, repeats: int = 20) -> float:
+        fn(), fn()
+        t = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return flops * repeats / (time.perf_counter() - t) / 1e9
+
+    print(f"{tokens} rows, {torch.get_num_threads()} threads; square 2048^2: {rate(torch.float32) / 1e9:.0f} GFLOP/s")
+    for name, (n_in, n_out) in {"q, o": (576, 576), "k, v": (576, 192), "gate, up": (576, 1536),
+                                "down": (1536, 576)}.items():
+        x, w, dy = torch.randn(tokens, n_in), torch.randn(n_out, n_in), torch.randn(tokens, n_out)
+        flops = 2 * tokens * n_in * n_out
+        print(f"  {name:9s} {n_in:5d} -> {n_out:5d}: forward {timed(lambda: x @ w.t(), flops):4.0f}, "
+              f"input gradient {timed(lambda: dy @ w, flops):4.0f}, "
+              f"weight gradient {timed(lambda: dy.t() @ x, flops):4.0f} GFLOP/s")
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["shapes"]:
+        shapes(int(sys.argv[2]) if len(sys.argv) > 2 else 1000)
+        sys.exit(0)
     device = sys.argv[1] if len(sys.argv) > 1 else "cpu"  # cpu, or cuda (8192^2, the GPU's bf16 peak)
     out = {"device": device, "threads": torch.get_num_threads(), "fp32": rate(torch.float32, device),
            "bf16_cpu": bf16_supported()}
