@@ -17,7 +17,8 @@ def common_args(spec: dict) -> dict:
                 learning_rate=spec["lr"], lr_scheduler_type="cosine", warmup_steps=0, weight_decay=0.0,
                 max_grad_norm=1.0, logging_steps=1, save_strategy="no", report_to="none", seed=spec["seed"],
                 bf16=spec["precision"] == "bf16", use_cpu=spec.get("device", "cpu") == "cpu", dataloader_num_workers=0,
-                model_init_kwargs={"dtype": spec.get("model_dtype", "float32")})
+                model_init_kwargs={"dtype": spec.get("model_dtype", "float32")},
+                **spec.get("options", {}))  # a variant's own settings, e.g. packing or optim adafactor
 
 
 def main() -> int:
@@ -38,7 +39,7 @@ def main() -> int:
         ds = load_dataset("json", data_files=os.path.join(data, "sft.jsonl"), split="train")
         ds = ds.map(lambda r: {"prompt": r["messages"][:-1], "completion": r["messages"][-1:]},
                     remove_columns=["messages"])
-        cfg = SFTConfig(max_length=spec["max_length"], **common_args(spec), **spec.get("options", {}))
+        cfg = SFTConfig(max_length=spec["max_length"], **common_args(spec))
         trainer = SFTTrainer(model=spec["model"], args=cfg, train_dataset=ds, peft_config=peft_config)
     elif task.startswith("dpo"):
         from trl import DPOConfig, DPOTrainer

@@ -38,6 +38,8 @@ def test_resumed_run_equals_uninterrupted(tmp_path, optimizer):
                        "--train.optimizer", optimizer), env=GLIBC)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "CPU allocator keeps freed memory" in proc.stdout  # full fine-tuning on CPU: train.cpu_allocator auto
+    state = torch.load(full / "checkpoints" / "step-3" / "optim.pt", weights_only=False)["optimizer"]["state"]
+    assert ("exp_avg_sq_row" if optimizer == "adafactor" else "exp_avg") in state[0]  # the optimizer asked for
     # the run that "crashed" after step 3: only its checkpoint survives
     shutil.copytree(full / "checkpoints" / "step-3", resumed / "checkpoints" / "step-3")
     proc = cli(*common(data, resumed, "--train.max_steps", "6", "--train.batch_size", "4", "--train.resume", "latest",
