@@ -6,11 +6,15 @@ SmolLM2-135M (~1,000 rows against 576 x 576, 576 x 192, 576 x 1536, 1536 x 576 w
 linear over the same plain weight (`torch.ops.mkldnn._linear_pointwise`, what inductor lowers CPU
 linears to) ran the forward product 12-27% faster on the benchmark machine (a Zen 4), and the input's
 gradient (the gradient times the weight, the same kernel over the weight transposed) 14-23% faster
-at all but the narrowest shape; the weight's gradient (gradient^T times input) is left to MKL, which
-was as fast or faster there. In the benchmark's fp32 cells that is +10% tokens/s in SFT LoRA, +7-17%
-in full fine-tuning and +12-21% in DPO (BENCHMARKS.md, performance-pass table). On an AVX2 Zen 3 the
-same kernels were the other way round (the forward 4-19% slower, a LoRA pass +12-16%), so `auto` turns
-it on only where it was measured faster: AMD CPUs that torch runs with AVX-512 (`faster_here`). Not
+at all but the narrowest shape; the weight's gradient (gradient^T times input) was no faster there.
+In the benchmark's fp32 cells that is +10% tokens/s in SFT LoRA, +7-17% in full fine-tuning and +12-21%
+in DPO (BENCHMARKS.md, performance-pass table). On a Zen 5 all three products ran 1.5-2.4x MKL's rate
+(`bench/matmul.py shapes`: ~170 GFLOP/s through MKL against 340-400 for the forward and the input's
+gradient and 240-340 for the weight's), so the weight's gradient goes through oneDNN too, over
+transposed views (+11% tokens/s in full fine-tuning there; under LoRA only the adapters' rank-r
+gradients, a few ms a step faster or slower by shape). On an AVX2 Zen 3 the same kernels were the
+other way round (the forward 4-19% slower, a LoRA pass +12-16%), so `auto` turns it on only where it
+was measured faster: AMD CPUs that torch runs with AVX-512 (`faster_here`). Not
 measured on Intel or Arm CPUs, where it stays off unless asked for.
 
 So in a pass with gradients, outside autocast, on CPU, each decoder layer's `nn.Linear` runs as the
@@ -63,7 +67,7 @@ class _OneDNNLinear(torch.autograd.Function):
         want_x, want_weight, want_bias = ctx.needs_input_grad
         flat = grad.reshape(-1, grad.shape[-1])
         grad_x = _linear(grad, weight.t()) if want_x else None
-        grad_weight = flat.t().mm(x.reshape(-1, x.shape[-1])) if want_weight else None  # MKL: no faster through oneDNN
+        grad_weight = _linear(flat.t(), x.reshape(-1, x.shape[-1]).t()) if want_weight else None
         grad_bias = flat.sum(0) if want_bias else None
         return grad_x, grad_weight, grad_bias
 
