@@ -3,6 +3,7 @@
 short passes untouched."""
 
 
+import gc
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -62,7 +63,9 @@ def test_the_same_gradients_with_some_layers_checkpointed(lora, recompute):
 
 def _kept(model, ids) -> int:
     """Bytes allocated in forward and not freed when it ends (the profiler's memory events): what backward
-    will use, and the loss."""
+    will use, and the loss. Garbage is collected first: an earlier test's tensors freed inside the profile
+    would count against it."""
+    gc.collect()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
