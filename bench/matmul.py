@@ -17,6 +17,11 @@ import time
 import torch
 
 
+def onednn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b^T through oneDNN's linear kernel, as `train.onednn_linears` runs it."""
+    return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+
+
 def rate(dtype: torch.dtype, device: str = "cpu", repeats: int = 5, seconds: float = 0.5) -> float:
     """The best of `repeats` timed runs; on CPU in fp32 the better of MKL's GEMM (`torch.matmul`) and oneDNN's
     linear (what `train.onednn_linears` runs; 2.2x MKL's rate on a Zen 5, BENCHMARKS.md)."""
@@ -24,7 +29,7 @@ def rate(dtype: torch.dtype, device: str = "cpu", repeats: int = 5, seconds: flo
     a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
     products = [torch.matmul]
     if device == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available():
-        products.append(lambda x, y: torch.ops.mkldnn._linear_pointwise(x, y, None, "none", [], ""))
+        products.append(onednn)
     best = 0.0
     for product in products:
         best = max(best, _best(product, a, b, n, device, repeats, seconds))
@@ -62,9 +67,6 @@ def shapes(tokens: int) -> None:
         for _ in range(repeats):
             fn()
         return flops * repeats / (time.perf_counter() - t) / 1e9
-
-    def onednn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # a @ b^T
-        return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
 
     n = 2048
     a, b = torch.randn(n, n), torch.randn(n, n)
