@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from tests.conftest import live_bytes, random_features, recording_casts
 from unitune.data.collate import IGNORE, collate
-from unitune.objectives.head import final_hidden, model_mask, output_head, token_logps
+from unitune.objectives.head import final_hidden, model_mask, output_head, token_logps, token_nll_sum
 
 
 def _reference(head, hidden, targets, temperature):
@@ -44,6 +44,65 @@ def test_token_logps_equal_full_logits(frozen, chunk):
     with torch.no_grad():
         plain, _ = token_logps(head, hidden, targets, temperature=0.7, chunk=chunk)
     torch.testing.assert_close(plain, want.detach(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("trained", ["weight-and-bias", "weight", "bias"])
+@pytest.mark.parametrize("chunk", [7, 256])
+def test_token_nll_sum_equals_full_logits(trained, chunk):
+    """The summed NLL, its gradients made in forward, gives the full-logits cross-entropy sum and
+    autograd's gradients, scaled by whatever multiplies the sum afterwards (the loop's 1 / N)."""
+    torch.manual_seed(6)
+    head = torch.nn.Linear(16, 50, bias=True, dtype=torch.float64)
+    head.weight.requires_grad_(trained != "bias")
+    head.bias.requires_grad_(trained != "weight")
+    params = [p for p in head.parameters() if p.requires_grad]
+    hidden = torch.randn(30, 16, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 50, (30,))
+
+    want = F.cross_entropy(head(hidden), targets, reduction="sum")
+    (want * 0.37).backward()
+    want_grads = [t.grad.clone() for t in [hidden, *params]]
+    hidden.grad = None
+    head.zero_grad(set_to_none=True)
+
+    got, hits = token_nll_sum(head, hidden, targets, chunk=chunk)
+    (got * 0.37).backward()
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    assert torch.equal(hits, head(hidden).argmax(-1) == targets)
+    for g, w in zip([hidden.grad] + [p.grad for p in params], want_grads):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-12)
+
+
+def test_token_nll_sum_under_bf16_autocast_matches_autograd():
+    """Under bf16 autocast the summed NLL's matmuls run in bf16 as autograd's would, its weight's
+    gradient summed over chunks in float32."""
+    torch.manual_seed(7)
+    head = torch.nn.Linear(64, 500, bias=True)
+    hidden = torch.randn(40, 64, requires_grad=True)
+    targets = torch.randint(0, 500, (40,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = -_reference(head, hidden, targets, 1.0)[0].sum()
+        want.backward()
+        want_grads = [hidden.grad.clone(), head.weight.grad.clone(), head.bias.grad.clone()]
+        hidden.grad = None
+        head.zero_grad()
+        got, _ = token_nll_sum(head, hidden, targets, chunk=16)
+        got.backward()
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-4)
+    for g, w in zip([hidden.grad, head.weight.grad, head.bias.grad], want_grads):
+        assert g.dtype == w.dtype
+        torch.testing.assert_close(g, w, rtol=2e-2, atol=2e-3)
+
+
+def test_token_nll_sum_refuses_a_second_backward():
+    """Backward scales the weight's gradient in place, so a second backward through the same graph
+    is an error, not a gradient scaled twice."""
+    head = torch.nn.Linear(8, 20)
+    hidden = torch.randn(5, 8, requires_grad=True)
+    loss, _ = token_nll_sum(head, hidden, torch.randint(0, 20, (5,)))
+    (loss * 0.5).backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="inplace"):
+        (loss * 0.5).backward()
 
 
 def test_frozen_head_under_bf16_autocast_matches_autograd():
@@ -146,6 +205,13 @@ def test_the_head_holds_one_chunk_of_logits_at_a_time(frozen):
         with live_bytes() as backward:
             logps.sum().backward()
         assert backward.peak <= vocab * width * 4 + logits + small, backward.peak
+        head.zero_grad(set_to_none=True)
+        with live_bytes() as forward:  # the summed NLL: the weight's gradient and one chunk, in forward
+            nll, _ = token_nll_sum(head, hidden, targets, chunk=chunk)
+        assert forward.peak <= vocab * width * 4 + logits + small, forward.peak
+        with live_bytes() as backward:  # and nothing weight-sized in backward (scaled in place)
+            (nll / rows).backward()
+        assert backward.peak <= small, backward.peak
 
 
 def _lora_like(model):

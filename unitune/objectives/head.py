@@ -7,7 +7,7 @@ head then runs only on the rows that are scored (assistant tokens for sft, compl
 dpo / kto / grpo), `CHUNK` rows at a time, so the [batch, length, vocab] logits tensor never
 exists and prompt positions cost no head matmul.
 
-Two ways through the head, the same numbers (tests/objectives/test_head.py):
+Three ways through the head, the same numbers (tests/objectives/test_head.py):
 
 - frozen head (LoRA; the usual case): the forward of one chunk also computes the gradient of
   each log-prob with respect to its hidden state,
@@ -23,6 +23,10 @@ Two ways through the head, the same numbers (tests/objectives/test_head.py):
   all it holds (autograd through checkpointed chunks held the chunk's logits two or three times
   over, and a second weight-sized gradient per chunk before adding it: ~0.3 GiB for a 49k x 576
   head, at the top of full fine-tuning's step; BENCHMARKS.md).
+- trainable head under a plain sum of -log p (the LM loss, `token_nll_sum`): d loss / d z is
+  softmax - onehot for every row whatever comes after the sum, so forward makes the gradients
+  itself, each chunk's logits once, and backward only scales them (the fused linear cross-entropy
+  of Liger Kernel, on CPU and GPU alike).
 """
 
 import torch
@@ -107,6 +111,21 @@ def token_logps(head, hidden: torch.Tensor, targets: torch.Tensor, *, temperatur
     if not parts:  # nothing to score: an empty result that still reaches every parameter
         return hidden.sum(-1) * 0.0, torch.zeros(0, dtype=torch.bool, device=hidden.device)
     return torch.cat([p for p, _ in parts]), torch.cat([h for _, h in parts])
+
+
+def token_nll_sum(head, hidden: torch.Tensor, targets: torch.Tensor, *,
+                  chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the sum over rows of `hidden` [n, hidden] of -log p(target), top-1 hits): the LM loss's sum.
+
+    Through a trainable linear head (full fine-tuning) its gradients are made in forward: every row
+    enters the sum with weight 1, so d sum / d z is softmax - onehot for every row before backward
+    starts, and each chunk's logits are made once, where `token_logps` makes them again in backward
+    (one product of the head's four a chunk). Any other head goes through `token_logps`."""
+    if (torch.is_grad_enabled() and hidden.shape[0] and type(head) is torch.nn.Linear
+            and type(head.weight) is torch.nn.Parameter and not _frozen_linear(head)):
+        return _TrainedHeadNLLSum.apply(hidden, head.weight, head.bias, targets, chunk)
+    logps, hits = token_logps(head, hidden, targets, chunk=chunk)
+    return -logps.sum(), hits
 
 
 def _logps(head, hidden, targets, temperature):
@@ -247,6 +266,65 @@ class _TrainedHeadLogps(torch.autograd.Function):
                     grad_bias.add_(g.sum(1))
                 del g  # before the next chunk's logits exist
         return grad_hidden, grad_weight, grad_bias, None, None, None
+
+
+class _TrainedHeadNLLSum(torch.autograd.Function):
+    """sum of -log p(target) through a trainable linear head, with its gradients made in forward.
+
+    Per chunk, as `_TrainedHeadLogps.backward` does it but once: the logits, the softmax in place,
+    minus the one-hot (d sum / d z), then d sum / d hidden and the chunk's share of the weight's and
+    bias's gradients. Forward ends holding those gradients (the weight's is the one weight-sized
+    tensor, which the per-token path allocates at the start of backward instead: the same peak);
+    backward scales them by the incoming scalar gradient, the weight's in place."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, chunk):
+        device = hidden.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None  # compute dtype
+        want_hidden, want_weight, want_bias = ctx.needs_input_grad[:3]
+        n = hidden.shape[0]
+        with torch.autocast(device, enabled=False):
+            w, b = _to(weight, dtype), _to(bias, dtype)
+            logps = hidden.new_empty(n, dtype=torch.promote_types(hidden.dtype, torch.float32))
+            hits = torch.empty(n, dtype=torch.bool, device=hidden.device)
+            grad_hidden = torch.empty_like(hidden) if want_hidden else None
+            grad_weight = None
+            grad_bias = torch.zeros_like(bias) if want_bias else None
+            rows = torch.arange(min(n, chunk), device=hidden.device)
+            for k in range(0, n, chunk):
+                y, h = targets[k:k + chunk], _to(hidden[k:k + chunk], dtype)
+                z = _logits(h, w, b, 1.0)
+                logps[k:k + chunk], hits[k:k + chunk], _, sums = _softmax_(z, y)
+                g = z.div_(sums)  # softmax, in place of the logits
+                g[y, rows[:len(y)]] -= 1.0  # softmax - onehot = d (-log p) / d z, [vocab, rows]
+                g = g.to(w.dtype)
+                if want_hidden:
+                    grad_hidden[k:k + chunk] = (g.T @ w).to(hidden.dtype)
+                if want_weight:
+                    share = torch.mm(g, h) if grad_weight is None or g.dtype != weight.dtype else None
+                    if grad_weight is None:  # the first chunk's product is the buffer: nothing to zero
+                        grad_weight = share.to(weight.dtype)
+                    elif share is None:
+                        grad_weight.addmm_(g, h)  # in place: no second weight-sized tensor
+                    else:  # autocast: the chunk's share in its dtype, summed in the weight's
+                        grad_weight.add_(share)
+                if want_bias:
+                    grad_bias.add_(g.sum(1))
+                del z, g  # before the next chunk's logits exist
+        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
+        ctx.mark_non_differentiable(hits)
+        return -logps.sum(), hits
+
+    @staticmethod
+    def backward(ctx, grad_sum, _grad_hits):
+        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+        if grad_hidden is not None:
+            grad_hidden = grad_hidden * grad_sum.to(grad_hidden.dtype)
+        if grad_weight is not None:
+            grad_weight.mul_(grad_sum.to(grad_weight.dtype))  # in place (a second backward through it is refused)
+        if grad_bias is not None:
+            grad_bias.mul_(grad_sum.to(grad_bias.dtype))
+        return grad_hidden, grad_weight, grad_bias, None, None
 
 
 def _to(tensor: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor | None:

@@ -9,7 +9,8 @@ sft. Also reported: `mean_token_accuracy` (top-1 prediction == target).
 
 The LM head runs only at target positions, a chunk of rows at a time
 (unitune/objectives/head.py): the full [batch, length, vocab] logits tensor
-never exists, and prompt positions cost no head matmul at all.
+never exists, and prompt positions cost no head matmul at all; a trained head's gradients are
+made in the same pass (`token_nll_sum`).
 """
 
 import torch
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from unitune.data.collate import IGNORE, collate
 from unitune.data.pack import pack
 from unitune.data.render import render_all
-from unitune.objectives.head import final_hidden, output_head, token_logps
+from unitune.objectives.head import final_hidden, output_head, token_nll_sum
 
 
 class LMObjective:
@@ -54,8 +55,8 @@ class LMObjective:
     def loss(self, model, batch):
         hidden = final_hidden(model, batch)
         keep = batch["targets"] != IGNORE
-        logps, hits = token_logps(output_head(model), hidden[keep], batch["targets"][keep])
-        return -logps.sum(), {"mean_token_accuracy": hits.sum().to(logps.dtype)}
+        nll, hits = token_nll_sum(output_head(model), hidden[keep], batch["targets"][keep])
+        return nll, {"mean_token_accuracy": hits.sum().to(nll.dtype)}
 
 
 def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
