@@ -10,7 +10,8 @@ Per chunk, in milliseconds, best-of-three means over `--repeats` calls, both lay
 - frozen: logits, the in-place softmax and d logp / d h (a LoRA forward's head, per chunk);
 - trained: a trained head's backward chunk (logits again, softmax, d h and the weight's gradient);
 and then unitune's own `token_logps` forward + backward over 4 chunks, frozen and trained, alternated
-three times with the baseline's where one is given.
+three times with the baseline's where one is given; and the LM loss through a trained head, per token
+(`token_logps`) against summed (`token_nll_sum`, gradients made in forward), at 1.33 and 4 chunks.
 fp32, torch's default threads, on the malloc the `unitune` command runs on (unitune/malloc.py).
 """
 
@@ -115,6 +116,30 @@ def main() -> None:
                 times[label].append(timed(lambda: step(fn), max(1, args.repeats // 4)))
         print(f"  token_logps, {n} rows, forward + backward, {name}: "
               + "   ".join(f"{label} {', '.join(f'{t:.0f}' for t in ts)} ms" for label, ts in times.items()))
+
+    # the LM loss through a trained head: the per-token path (logits again in backward) against the summed
+    # NLL (gradients made in forward, token_nll_sum), alternated three times, at one and at four chunks
+    from unitune.objectives.head import token_nll_sum
+
+    head = torch.nn.Linear(args.hidden, args.vocab, bias=False)
+    head.weight.data.copy_(w)
+    ways = {"per-token": lambda hh, yy: -token_logps(head, hh, yy)[0].sum(),
+            "summed": lambda hh, yy: token_nll_sum(head, hh, yy)[0]}
+    for n in (args.rows + args.rows // 3, 4 * args.rows):
+        hidden = torch.randn(n, args.hidden, requires_grad=True)
+        targets = torch.randint(0, args.vocab, (n,))
+
+        def step(fn):
+            (fn(hidden, targets) / n).backward()
+            hidden.grad = head.weight.grad = None
+
+        times = {label: [] for label in ways}
+        for _ in range(3):
+            for label, fn in ways.items():
+                times[label].append(timed(lambda: step(fn), max(1, args.repeats // 4)))
+        print(f"  LM loss, trained head, {n} rows, forward + backward: "
+              + "   ".join(f"{label} {', '.join(f'{t:.0f}' for t in ts)} ms" for label, ts in times.items()))
+
 
 if __name__ == "__main__":
     main()
