@@ -94,6 +94,18 @@ def test_token_nll_sum_under_bf16_autocast_matches_autograd():
         torch.testing.assert_close(g, w, rtol=2e-2, atol=2e-3)
 
 
+def test_no_rows_give_a_trained_head_zero_gradients():
+    """A pass with nothing to score still gives a trained head's weight a (zero) gradient, per token and
+    summed, so every trained parameter has one after backward."""
+    head = torch.nn.Linear(8, 20)
+    hidden = torch.randn(0, 8, requires_grad=True)
+    targets = torch.zeros(0, dtype=torch.long)
+    for loss in (lambda: -token_logps(head, hidden, targets)[0].sum(), lambda: token_nll_sum(head, hidden, targets)[0]):
+        head.zero_grad(set_to_none=True)
+        loss().backward()
+        assert torch.equal(head.weight.grad, torch.zeros_like(head.weight))
+
+
 def test_token_nll_sum_refuses_a_second_backward():
     """Backward scales the weight's gradient in place, so a second backward through the same graph
     is an error, not a gradient scaled twice."""

@@ -247,7 +247,7 @@ class _TrainedHeadLogps(torch.autograd.Function):
         with torch.autocast(hidden.device.type, enabled=False):  # forward's dtype, whatever surrounds backward
             w, b, h_all = _to(weight, dtype), _to(bias, dtype), _to(hidden, dtype)
             grad_hidden = torch.empty_like(hidden) if want_hidden else None
-            grad_weight = torch.zeros_like(weight) if want_weight else None
+            grad_weight = None
             grad_bias = torch.zeros_like(bias) if want_bias else None
             rows = torch.arange(min(n, chunk), device=hidden.device)
             for k in range(0, n, chunk):
@@ -258,13 +258,13 @@ class _TrainedHeadLogps(torch.autograd.Function):
                 g = g.to(w.dtype)
                 if want_hidden:
                     grad_hidden[k:k + chunk] = (g.T @ w).to(hidden.dtype)
-                if want_weight and g.dtype == grad_weight.dtype:
-                    grad_weight.addmm_(g, h)  # in place: no second weight-sized tensor
-                elif want_weight:  # autocast: the chunk's share in its dtype, summed in the weight's
-                    grad_weight.add_(g @ h)
+                if want_weight:
+                    grad_weight = _add_weight_grad(grad_weight, g, h, weight.dtype)
                 if want_bias:
                     grad_bias.add_(g.sum(1))
                 del g  # before the next chunk's logits exist
+            if want_weight and grad_weight is None:  # no rows: a zero gradient still reaches the weight
+                grad_weight = torch.zeros_like(weight)
         return grad_hidden, grad_weight, grad_bias, None, None, None
 
 
@@ -301,13 +301,7 @@ class _TrainedHeadNLLSum(torch.autograd.Function):
                 if want_hidden:
                     grad_hidden[k:k + chunk] = (g.T @ w).to(hidden.dtype)
                 if want_weight:
-                    share = torch.mm(g, h) if grad_weight is None or g.dtype != weight.dtype else None
-                    if grad_weight is None:  # the first chunk's product is the buffer: nothing to zero
-                        grad_weight = share.to(weight.dtype)
-                    elif share is None:
-                        grad_weight.addmm_(g, h)  # in place: no second weight-sized tensor
-                    else:  # autocast: the chunk's share in its dtype, summed in the weight's
-                        grad_weight.add_(share)
+                    grad_weight = _add_weight_grad(grad_weight, g, h, weight.dtype)
                 if want_bias:
                     grad_bias.add_(g.sum(1))
                 del z, g  # before the next chunk's logits exist
@@ -325,6 +319,16 @@ class _TrainedHeadNLLSum(torch.autograd.Function):
         if grad_bias is not None:
             grad_bias.mul_(grad_sum.to(grad_bias.dtype))
         return grad_hidden, grad_weight, grad_bias, None, None
+
+
+def _add_weight_grad(grad_weight: torch.Tensor | None, g: torch.Tensor, h: torch.Tensor,
+                     dtype: torch.dtype) -> torch.Tensor:
+    """The weight's gradient summed over chunks in its own `dtype`, plus this chunk's g @ h. The first
+    chunk's product is the buffer (nothing weight-sized to zero); later ones are added in place (no second
+    weight-sized tensor), under autocast as the chunk's share in the compute dtype."""
+    if grad_weight is None:
+        return torch.mm(g, h).to(dtype)
+    return grad_weight.addmm_(g, h) if g.dtype == dtype else grad_weight.add_(g @ h)
 
 
 def _to(tensor: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor | None:
