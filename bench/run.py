@@ -98,6 +98,10 @@ FRAMEWORKS = {
     "unitune+budget": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("sft_full",),
                                 {"train.checkpoint_above_tokens": "512", "train.cpu_allocator": "release"},
                                 peer=False, default=False),
+    # LoRA with the allocator as full fine-tuning has it: mimalloc hands freed pages back after 3 s, not 10 ms
+    "unitune+keep": Framework(".venv/bin/python", "bench/peers/unitune_run.py",
+                              ("sft_lora", "dpo_lora", "grpo_lora"), {"train.cpu_allocator": "keep"},
+                              peer=False, default=False),
     # decoder layers compiled for training (torch.compile, unitune/models/compile.py), at the default memory budget;
     # unitune+compileB (e.g. unitune+compile0.75): at budget B
     "unitune+compile": Framework(".venv/bin/python", "bench/peers/unitune_run.py",

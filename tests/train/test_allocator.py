@@ -54,10 +54,12 @@ def test_release_faults_every_page_in_again():
     assert all(f >= PAGES for f in inside), inside
 
 
-def test_auto_keeps_for_full_finetuning_and_trims_for_checkpointed_runs_on_cpu():
+def test_auto_keeps_for_full_finetuning_and_for_lora_on_mimalloc_and_trims_checkpointed_runs():
     assert choose("auto", device_type="cpu", full_finetune=True) == "keep"
     assert choose("auto", device_type="cpu", full_finetune=True, checkpointing=True) == "trim"
-    assert choose("auto", device_type="cpu", full_finetune=False) == "release"
+    assert choose("auto", device_type="cpu", full_finetune=False, malloc="system") == "release"
+    assert choose("auto", device_type="cpu", full_finetune=False, malloc="mimalloc") == "keep"  # only a purge delay
+    assert choose("auto", device_type="cpu", full_finetune=False, checkpointing=True, malloc="mimalloc") == "trim"
     assert choose("auto", device_type="cpu", full_finetune=False, checkpointing=True) == "trim"
     assert choose("auto", device_type="cuda", full_finetune=True) == "release"
     assert choose("auto", device_type="cuda", full_finetune=False, checkpointing=True) == "release"

@@ -15,9 +15,9 @@ into the next one: under bf16 the resident set otherwise creeps up step after st
 checkpointed LoRA run: step peak 2.26 -> 1.77 GiB, +6% time; in fp32 it barely moves the peak).
 `auto` trims for any run with gradient checkpointing (one that chose memory over speed: checkpointed
 full fine-tuning with `train.optimizer_in_backward` peaked at 2.6 GiB trimmed against 3.15 kept, 11% slower;
-with clipping, 3.10 against 3.07 at the same speed), keeps for full fine-tuning otherwise, and releases for
-LoRA otherwise, whose steps allocate little that is large (keep: no gain, a peak 0.1-0.3 GiB higher;
-trim: -0.2 GiB for 7-20% of the step).
+with clipping, 3.10 against 3.07 at the same speed), keeps for full fine-tuning otherwise, and for LoRA
+otherwise keeps under mimalloc (below) and releases under glibc, where LoRA's steps allocate little that is
+large (keep: no gain, a peak 0.1-0.3 GiB higher; trim: -0.2 GiB for 7-20% of the step).
 
 These are glibc's knobs (`mallopt`). The `unitune` command runs on mimalloc where it is installed
 (unitune/malloc.py), which reuses memory by itself but hands freed pages back to the kernel 10 ms
@@ -99,15 +99,21 @@ def _mimalloc():
         return None
 
 
-def choose(mode: str, *, device_type: str, full_finetune: bool, checkpointing: bool = False) -> str:
-    """What `train.cpu_allocator` = mode does in this run: keep, trim or release."""
+def choose(mode: str, *, device_type: str, full_finetune: bool, checkpointing: bool = False,
+           malloc: str | None = None) -> str:
+    """What `train.cpu_allocator` = mode does in this run: keep, trim or release. `malloc`: the one in use
+    (`unitune.malloc.active()` unless given). Under mimalloc `keep` only delays handing freed pages back, so
+    LoRA keeps too: its steps' fresh buffers (a rank-8 product's [tokens, 1536] output, the scaled copies
+    peft makes) otherwise come back as page faults, 10x a product's own time on an Intel CPU with AMX, where
+    keeping took fp32 SFT LoRA from 326 to 367 tokens/s at +0.01 GiB (BENCHMARKS.md). Under glibc's malloc
+    it holds the whole heap instead, for no gain in LoRA and a peak 0.1-0.3 GiB higher, so LoRA releases."""
     if mode != "auto":
         return mode
     if device_type != "cpu":
         return "release"
     if checkpointing:
         return "trim"
-    return "keep" if full_finetune else "release"
+    return "keep" if full_finetune or (malloc or active()) == "mimalloc" else "release"
 
 
 def trim_heap() -> None:
