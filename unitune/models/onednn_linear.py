@@ -14,8 +14,10 @@ gradient and 240-340 for the weight's), so the weight's gradient goes through on
 transposed views (+11% tokens/s in full fine-tuning there; under LoRA only the adapters' rank-r
 gradients, a few ms a step faster or slower by shape). On an AVX2 Zen 3 the same kernels were the
 other way round (the forward 4-19% slower, a LoRA pass +12-16%), so `auto` turns it on only where it
-was measured faster: AMD CPUs that torch runs with AVX-512 (`faster_here`). Not
-measured on Intel or Arm CPUs, where it stays off unless asked for.
+was measured faster: AMD CPUs that torch runs with AVX-512 (`faster_here`). On an Intel CPU with
+AVX-512 and AMX (2026-12-02) MKL's GEMM ran these shapes as fast as oneDNN or faster (its weight gradient
+355-364 against 274-299 GFLOP/s, a LoRA pass 3-10% slower through oneDNN), so Intel stays off; Arm is
+not measured and stays off unless asked for.
 
 So in a pass with gradients, outside autocast, on CPU, each decoder layer's `nn.Linear` runs as the
 autograd function below; anything else (autocast, whose bf16 products already go to oneDNN; no
