@@ -98,7 +98,8 @@ FRAMEWORKS = {
     "unitune+budget": Framework(".venv/bin/python", "bench/peers/unitune_run.py", ("sft_full",),
                                 {"train.checkpoint_above_tokens": "512", "train.cpu_allocator": "release"},
                                 peer=False, default=False),
-    # LoRA with the allocator as full fine-tuning has it: mimalloc hands freed pages back after 3 s, not 10 ms
+    # LoRA told to keep: what auto does under mimalloc since 2026-12-02 (freed pages back after 3 s, not 10 ms); the
+    # A/B that led to it, and the way to force it under glibc's malloc (where keep holds the whole heap)
     "unitune+keep": Framework(".venv/bin/python", "bench/peers/unitune_run.py",
                               ("sft_lora", "dpo_lora", "grpo_lora"), {"train.cpu_allocator": "keep"},
                               peer=False, default=False),
