@@ -79,6 +79,8 @@ def test_checkpointed_lora_run_equals_the_plain_one(tmp_path):
     proc = cli(*common(data, plain, *args))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "hands freed memory back" not in proc.stdout
+    if "malloc: mimalloc" in proc.stdout:  # there LoRA keeps freed pages a few seconds (train.cpu_allocator auto)
+        assert "CPU allocator keeps freed memory" in proc.stdout
     proc = cli(*common(data, checkpointed, *args, "--train.gradient_checkpointing", "true"), env=GLIBC)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "hands freed memory back after every step" in proc.stdout
