@@ -226,6 +226,31 @@ def test_the_head_holds_one_chunk_of_logits_at_a_time(frozen):
         assert backward.peak <= small, backward.peak
 
 
+def test_a_bf16_trained_head_adds_its_weight_gradient_a_block_at_a_time(monkeypatch):
+    """Under bf16 autocast the summed NLL's weight gradient (float32) takes each chunk's bf16 share a block
+    of vocabulary rows at a time: the pass holds the gradient, the weight's bf16 cast, one chunk of
+    logits (float32, its bf16 product, its bf16 softmax) and one block, never a second [vocab, width]
+    product; and the blocks add up to the numbers of one whole product, bit for bit."""
+    import unitune.objectives.head as head_module
+
+    vocab, width, rows, chunk, block = 5000, 64, 300, 64, 512
+    torch.manual_seed(5)
+    head = torch.nn.Linear(width, vocab, bias=False)
+    hidden = torch.randn(rows, width)
+    targets = torch.randint(0, vocab, (rows,))
+    logits, small = chunk * vocab * 4, 4 * rows * width * 4
+    grads = {}
+    for rows_at_a_time in (block, vocab):
+        monkeypatch.setattr(head_module, "WEIGHT_GRAD_ROWS", rows_at_a_time)
+        with torch.autocast("cpu", dtype=torch.bfloat16), live_bytes() as forward:
+            nll, _ = token_nll_sum(head, hidden, targets, chunk=chunk)
+        grads[rows_at_a_time] = torch.autograd.grad(nll, head.weight)[0]
+        if rows_at_a_time == block:
+            budget = vocab * width * (4 + 2) + logits * 3 // 2 + block * width * 2 + small
+            assert forward.peak <= budget, (forward.peak, budget)
+    assert torch.equal(grads[block], grads[vocab])
+
+
 def _lora_like(model):
     """The tiny model with only its attention projections trainable: the head (tied embedding) is frozen."""
     for name, param in model.named_parameters():

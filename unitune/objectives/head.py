@@ -33,6 +33,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 CHUNK = 256  # rows of float32 logits at a time ([vocab, CHUNK]): 50 MB for a 49k vocabulary
+WEIGHT_GRAD_ROWS = 4096  # vocabulary rows of a chunk's bf16 weight-gradient product at a time (`_add_weight_grad`)
 
 
 def final_hidden(model, batch) -> torch.Tensor:
@@ -323,12 +324,26 @@ class _TrainedHeadNLLSum(torch.autograd.Function):
 
 def _add_weight_grad(grad_weight: torch.Tensor | None, g: torch.Tensor, h: torch.Tensor,
                      dtype: torch.dtype) -> torch.Tensor:
-    """The weight's gradient summed over chunks in its own `dtype`, plus this chunk's g @ h. The first
-    chunk's product is the buffer (nothing weight-sized to zero); later ones are added in place (no second
-    weight-sized tensor), under autocast as the chunk's share in the compute dtype."""
-    if grad_weight is None:
-        return torch.mm(g, h).to(dtype)
-    return grad_weight.addmm_(g, h) if g.dtype == dtype else grad_weight.add_(g @ h)
+    """The weight's gradient summed over chunks in its own `dtype`, plus this chunk's g @ h.
+
+    In `dtype` (fp32) the first chunk's product is the buffer and later ones are added by the product
+    itself (no second weight-sized tensor). In a lower compute dtype (autocast), each chunk's share is
+    made `WEIGHT_GRAD_ROWS` vocabulary rows at a time and added in `dtype`: a whole [vocab, hidden]
+    bf16 product held its own 57 MB and 113 MB of oneDNN's float32 accumulator for a 49k x 576 head
+    at once, the top of bf16 full fine-tuning's step (BENCHMARKS.md); a block holds a twelfth, at
+    the same speed and the same numbers (each entry's sum over the chunk's rows is the same product)."""
+    if g.dtype == dtype:
+        return torch.mm(g, h) if grad_weight is None else grad_weight.addmm_(g, h)
+    first = grad_weight is None
+    if first:
+        grad_weight = torch.empty(g.shape[0], h.shape[1], dtype=dtype, device=g.device)
+    for v in range(0, g.shape[0], WEIGHT_GRAD_ROWS):
+        part = torch.mm(g[v:v + WEIGHT_GRAD_ROWS], h)
+        if first:
+            grad_weight[v:v + WEIGHT_GRAD_ROWS].copy_(part)
+        else:
+            grad_weight[v:v + WEIGHT_GRAD_ROWS].add_(part)
+    return grad_weight
 
 
 def _to(tensor: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor | None:
