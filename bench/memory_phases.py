@@ -2,7 +2,7 @@
 decoder's backward, or the optimizer step. Each phase's peak is exact: the kernel's high-water mark
 (VmHWM) is reset as the phase starts and read as it ends (Linux: /proc/self/clear_refs).
 
-    .venv/bin/python bench/memory_phases.py [dpo] [--purge-delay MS] [--census] [extra unitune flags, e.g. --lora.enabled false]
+    .venv/bin/python bench/memory_phases.py [dpo] [--purge-delay MS] [--census] [--split-forward] [extra unitune flags, e.g. --lora.enabled false]
 
 Run with `--purge-delay 0` (mimalloc hands freed pages back at once), resident memory is what is
 live, so the phases show what each one holds; with the malloc's usual settings they show what it
@@ -15,6 +15,10 @@ Each step prints `phase: peak (resident before -> after)` in GiB. `--census` add
 what is resident by kind (/proc/self/smaps: anonymous, file-backed) beside the bytes of the tensors
 Python can reach (weights, optimizer state, every other tensor storage the garbage collector
 tracks): anonymous memory above the tensors is the libraries', the interpreter's or the malloc's.
+`--split-forward` (sft) also reads forward's two parts: the decoder (the final hidden states) and the LM
+head (the summed NLL, whose trained head makes its gradients in forward). The high-water mark is reset as
+each part begins, so `forward` then reads the peak since the head began; the decoder's forward only adds
+activations, so its own end is its peak.
 """
 
 import sys
@@ -104,6 +108,9 @@ def main(argv: list[str]) -> None:
     take_census = "--census" in argv
     if take_census:
         argv.remove("--census")
+    split = "--split-forward" in argv
+    if split:
+        argv.remove("--split-forward")
     phases = Phases()
     init, train_step = loop.Trainer.__init__, loop.Trainer.train_step
 
@@ -129,6 +136,11 @@ def main(argv: list[str]) -> None:
         return row
 
     loop.Trainer.__init__, loop.Trainer.train_step = patched_init, patched_step
+    if split:
+        from unitune.objectives import lm  # the SFT objective looks both up in its module at each call
+
+        lm.final_hidden = phases.wrap("decoder", lm.final_hidden)
+        lm.token_nll_sum = phases.wrap("head", lm.token_nll_sum)
     verb = argv.pop(0) if argv and argv[0] == "dpo" else "sft"
     print(f"malloc: {active()}" + (f", purge delay {purge} ms" if purge is not None else ""))
     cli([verb, "--model.name", "smollm2-135m-instruct", "--data.train", str(ROOT / f"bench/.work/data/{verb}.jsonl"),
