@@ -2,7 +2,8 @@
 decoder's backward, or the optimizer step. Each phase's peak is exact: the kernel's high-water mark
 (VmHWM) is reset as the phase starts and read as it ends (Linux: /proc/self/clear_refs).
 
-    .venv/bin/python bench/memory_phases.py [dpo] [--purge-delay MS] [--census] [--split-forward] [extra unitune flags, e.g. --lora.enabled false]
+    .venv/bin/python bench/memory_phases.py [dpo] [--purge-delay MS] [--census] [--split-forward]
+        [--collect-before-step] [--backward-purge-delay MS] [extra unitune flags, e.g. --lora.enabled false]
 
 Run with `--purge-delay 0` (mimalloc hands freed pages back at once), resident memory is what is
 live, so the phases show what each one holds; with the malloc's usual settings they show what it
@@ -15,6 +16,9 @@ Each step prints `phase: peak (resident before -> after)` in GiB. `--census` add
 what is resident by kind (/proc/self/smaps: anonymous, file-backed) beside the bytes of the tensors
 Python can reach (weights, optimizer state, every other tensor storage the garbage collector
 tracks): anonymous memory above the tensors is the libraries', the interpreter's or the malloc's.
+`--collect-before-step` hands every freed page back (`mi_collect`) as each step begins, and
+`--backward-purge-delay MS` sets mimalloc's purge delay within backward only (both mimalloc): what the
+allocator holds above what is live, by where in the step it was freed.
 `--split-forward` (sft) also reads forward's two parts: the decoder (the final hidden states) and the LM
 head (the summed NLL, whose trained head makes its gradients in forward). The high-water mark is reset as
 each part begins, so `forward` then reads the peak since the head began; the decoder's forward only adds
@@ -111,6 +115,16 @@ def main(argv: list[str]) -> None:
     split = "--split-forward" in argv
     if split:
         argv.remove("--split-forward")
+    collect = "--collect-before-step" in argv
+    if collect:
+        argv.remove("--collect-before-step")
+        if _mimalloc() is None:
+            raise SystemExit("--collect-before-step needs mimalloc as the malloc in use (unitune/malloc.py)")
+    backward_purge = None
+    if "--backward-purge-delay" in argv:
+        at = argv.index("--backward-purge-delay")
+        backward_purge = int(argv[at + 1])
+        del argv[at:at + 2]
     phases = Phases()
     init, train_step = loop.Trainer.__init__, loop.Trainer.train_step
 
@@ -118,6 +132,19 @@ def main(argv: list[str]) -> None:
         init(self, *args, **kwargs)
         self.objective.loss = phases.wrap("forward", self.objective.loss)
         self.acc.backward = phases.wrap("backward", self.acc.backward)
+        if backward_purge is not None:  # mimalloc's purge delay within backward only
+            inner = self.acc.backward
+
+            def backward(*args, **kwargs):
+                mi = _mimalloc()
+                delay = mi.mi_option_get(MI_OPTION_PURGE_DELAY)
+                mi.mi_option_set(MI_OPTION_PURGE_DELAY, backward_purge)
+                try:
+                    return inner(*args, **kwargs)
+                finally:
+                    mi.mi_option_set(MI_OPTION_PURGE_DELAY, delay)
+
+            self.acc.backward = backward
         self.optimizer.step = phases.wrap("optimizer", self.optimizer.step)
         model = self.unwrapped
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -129,6 +156,8 @@ def main(argv: list[str]) -> None:
         if purge is not None:  # after train.cpu_allocator set its own
             _mimalloc().mi_option_set(MI_OPTION_PURGE_DELAY, purge)
         began = time.perf_counter()
+        if collect:  # every freed page back to the kernel now, before the step's first allocation
+            _mimalloc().mi_collect(True)
         row = train_step(self)
         print(f"step {self.step} ({time.perf_counter() - began:.1f} s) {phases.take()}", flush=True)
         if take_census:

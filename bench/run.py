@@ -398,6 +398,16 @@ def add_compile(name: str) -> None:
                                                   "train.compile_memory_budget": found[2]}, default=False)
 
 
+def add_checkpoint(name: str) -> None:
+    """unitune+ckptN (or unitune@REV+ckptN): that unitune with `train.checkpoint_above_tokens N` (N = 0: off),
+    its allocator as it chooses (unitune+budget also hands pages back at once), made when first named."""
+    found = re.fullmatch(r"(unitune(?:@\w+)?)\+ckpt(\d+)", name)
+    if found and name not in FRAMEWORKS and found[1] in FRAMEWORKS:
+        base = FRAMEWORKS[found[1]]
+        FRAMEWORKS[name] = replace(base, options={**base.options, "train.checkpoint_above_tokens": found[2]},
+                                   default=False)
+
+
 def add_optimizer(name: str) -> None:
     """X+adafactor (any framework, e.g. unitune+adafactor, ms-swift+adafactor): X with Adafactor for AdamW, as the
     HF Trainer's optim="adafactor" builds it (unitune: train.optimizer adafactor). Run only against each other:
@@ -438,7 +448,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", default="", help=f"comma-separated tasks ({', '.join(TASKS)})")
     p.add_argument("--frameworks", default="",
-                   help=f"comma-separated ({', '.join(FRAMEWORKS)}, unitune+splitN, unitune+compileB, PEER+mimalloc, X+adafactor)")
+                   help=f"comma-separated ({', '.join(FRAMEWORKS)}, unitune+splitN, unitune+ckptN, unitune+compileB, PEER+mimalloc, X+adafactor)")
     p.add_argument("--precision", default="", help="fp32, bf16 or fp32,bf16 (default: bf16 too where the CPU has it)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--steps", type=int, default=0, help="timed steps, at most (default: each task's)")
@@ -485,12 +495,13 @@ def main() -> int:
     names += [baseline] if baseline and not any(n.split("+")[0] == baseline for n in names) else []
     for n in names:
         add_split(n)
+        add_checkpoint(n)
         add_compile(n)
         add_mimalloc(n)
         add_optimizer(n)
     unknown = [n for n in names if n not in FRAMEWORKS]
     if unknown:
-        p.error(f"unknown framework(s) {', '.join(unknown)}; known: {', '.join(FRAMEWORKS)}, unitune+splitN, "
+        p.error(f"unknown framework(s) {', '.join(unknown)}; known: {', '.join(FRAMEWORKS)}, unitune+splitN, unitune+ckptN, "
                 "unitune+compileB, unitune@REV+splitN (with --baseline REV), PEER+mimalloc, X+adafactor")
     if not args.python:
         for n in names:
