@@ -125,6 +125,8 @@ def main(argv: list[str]) -> None:
         at = argv.index("--backward-purge-delay")
         backward_purge = int(argv[at + 1])
         del argv[at:at + 2]
+        if _mimalloc() is None:
+            raise SystemExit("--backward-purge-delay needs mimalloc as the malloc in use (unitune/malloc.py)")
     phases = Phases()
     init, train_step = loop.Trainer.__init__, loop.Trainer.train_step
 

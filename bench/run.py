@@ -379,14 +379,18 @@ def _f(value, fmt: str) -> str:
 
 # ---- main -------------------------------------------------------------------------------------
 
-def add_split(name: str) -> None:
-    """unitune+splitN (or unitune@REV+splitN, a baseline's): that unitune with `train.max_tokens_per_forward N`,
-    made when first named."""
-    found = re.fullmatch(r"(unitune(?:@\w+)?)\+split(\d+)", name)
+TOKEN_VARIANTS = {"split": "train.max_tokens_per_forward",  # unitune+splitN: passes of <= N padded tokens
+                  "ckpt": "train.checkpoint_above_tokens"}  # unitune+ckptN: long passes' first layers checkpointed
+
+
+def add_tokens_variant(name: str) -> None:
+    """unitune+splitN or unitune+ckptN (or unitune@REV+..., a baseline's): that unitune with the TOKEN_VARIANTS
+    option set to N (its allocator as it chooses: unitune+budget also hands pages back after 10 ms), made when
+    first named."""
+    found = re.fullmatch(rf"(unitune(?:@\w+)?)\+({'|'.join(TOKEN_VARIANTS)})(\d+)", name)
     if found and name not in FRAMEWORKS and found[1] in FRAMEWORKS:
         base = FRAMEWORKS[found[1]]
-        FRAMEWORKS[name] = replace(base, options={**base.options, "train.max_tokens_per_forward": found[2]},
-                                   default=False)
+        FRAMEWORKS[name] = replace(base, options={**base.options, TOKEN_VARIANTS[found[2]]: found[3]}, default=False)
 
 
 def add_compile(name: str) -> None:
@@ -396,16 +400,6 @@ def add_compile(name: str) -> None:
         base = FRAMEWORKS[found[1]]
         FRAMEWORKS[name] = replace(base, options={**base.options, "train.compile": "true",
                                                   "train.compile_memory_budget": found[2]}, default=False)
-
-
-def add_checkpoint(name: str) -> None:
-    """unitune+ckptN (or unitune@REV+ckptN): that unitune with `train.checkpoint_above_tokens N` (N = 0: off),
-    its allocator as it chooses (unitune+budget also hands pages back at once), made when first named."""
-    found = re.fullmatch(r"(unitune(?:@\w+)?)\+ckpt(\d+)", name)
-    if found and name not in FRAMEWORKS and found[1] in FRAMEWORKS:
-        base = FRAMEWORKS[found[1]]
-        FRAMEWORKS[name] = replace(base, options={**base.options, "train.checkpoint_above_tokens": found[2]},
-                                   default=False)
 
 
 def add_optimizer(name: str) -> None:
@@ -494,8 +488,7 @@ def main() -> int:
                          [n for n, fw in FRAMEWORKS.items() if fw.default]) if n]
     names += [baseline] if baseline and not any(n.split("+")[0] == baseline for n in names) else []
     for n in names:
-        add_split(n)
-        add_checkpoint(n)
+        add_tokens_variant(n)
         add_compile(n)
         add_mimalloc(n)
         add_optimizer(n)
